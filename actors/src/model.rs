@@ -1,0 +1,185 @@
+//! The records that actors own and the store keeps.
+
+use crate::ids::TokenHash;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+pub const ADMIN_ROLE: &str = "Admin";
+
+/// A stored password hash. Legacy hashes come from an llms.py import and are
+/// replaced by Argon2id at the next successful sign-in.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PasswordHash {
+    /// A PHC string (`$argon2id$v=19$…`).
+    Argon2 { phc: String },
+    /// llms.py: `hex(sha256(salt + password))` with its salt.
+    LegacySha256 { salt: String, hex: String },
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordHash::Argon2 { .. } => f.write_str("PasswordHash::Argon2(***)"),
+            PasswordHash::LegacySha256 { .. } => f.write_str("PasswordHash::LegacySha256(***)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastLogin {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A user as stored. `password` never leaves the actors crate in a response:
+/// the public view is [`UserView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub roles: Vec<String>,
+    /// How the user signs in: `credentials`, `github`, …
+    pub auth: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub last_login: Option<LastLogin>,
+    pub locked: Option<Lock>,
+    pub password: Option<PasswordHash>,
+    /// Bumped by the store on every change, so a reader keeps the newest.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// One change to a user, applied by the store under its lock.
+#[derive(Debug, Clone)]
+pub enum UserChange {
+    Password(PasswordHash),
+    Lock(Option<Lock>),
+    /// A successful sign-in, with the Argon2id hash that replaces a legacy one.
+    Login { at: LastLogin, upgrade: Option<PasswordHash> },
+    Roles(Vec<String>),
+}
+
+impl UserChange {
+    pub fn apply(self, user: &mut UserRecord) {
+        match self {
+            UserChange::Password(h) => user.password = Some(h),
+            UserChange::Lock(l) => user.locked = l,
+            UserChange::Login { at, upgrade } => {
+                user.last_login = Some(at);
+                if let Some(h) = upgrade {
+                    user.password = Some(h);
+                }
+            }
+            UserChange::Roles(r) => user.roles = r,
+        }
+        user.version += 1;
+    }
+}
+
+impl UserRecord {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ADMIN_ROLE)
+    }
+
+    pub fn view(&self) -> UserView {
+        UserView {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            display_name: self.display_name.clone(),
+            avatar_url: self.avatar_url.clone(),
+            roles: self.roles.clone(),
+            auth: self.auth.clone(),
+            created_at: self.created_at,
+            last_login: self.last_login.clone(),
+            locked: self.locked.clone(),
+        }
+    }
+}
+
+/// The `User` object of API.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub roles: Vec<String>,
+    pub auth: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub last_login: Option<LastLogin>,
+    pub locked: Option<Lock>,
+}
+
+/// A session as stored: keyed by the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Public id (for listing and deleting); not the token.
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub user_id: String,
+    /// `password`, `github`, `oidc:NAME`.
+    pub via: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// A pending OAuth sign-in: single use, bound to one browser.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthState {
+    pub state: String,
+    /// Which sign-in method started it (`github`, `oidc:NAME`).
+    pub provider: String,
+    /// SHA-256 of the `gatehouse_oauth` cookie value of the browser.
+    pub browser: TokenHash,
+    pub pkce_verifier: String,
+    pub nonce: Option<String>,
+    pub next: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for OAuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthState")
+            .field("provider", &self.provider)
+            .field("next", &self.next)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One audit event (API.md "Edge rules").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: Option<String>,
+    pub actor_name: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub details: serde_json::Value,
+}

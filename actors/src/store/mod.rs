@@ -1,0 +1,75 @@
+//! One storage trait, shaped by the domain: each operation is something the
+//! gateway does (lock a user and end their sessions, consume an OAuth state),
+//! so each backend can make it atomic its own way. Every write returns only
+//! once it is durable.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use crate::error::{GatehouseError, StoreError};
+use crate::ids::TokenHash;
+use crate::model::{AuditEvent, OAuthState, SessionRecord, UserChange, UserRecord};
+use async_trait::async_trait;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Which of a user's sessions a credential change ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndSessions {
+    All,
+    AllBut(TokenHash),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sled`, `postgres`, … for `/ready` and logs.
+    fn backend(&self) -> &'static str;
+
+    // --- users -----------------------------------------------------------
+    async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Inserts a new user; `Conflict` when the username (case-insensitive) is taken.
+    async fn insert_user(&self, user: UserRecord) -> Result<(), GatehouseError>;
+    /// Applies one change to a user under the backend's lock (bumping its
+    /// `version`) and ends that user's sessions as asked, atomically.
+    async fn update_user(
+        &self,
+        user_id: &str,
+        change: UserChange,
+        end: Option<EndSessions>,
+    ) -> Result<(UserRecord, u64), GatehouseError>;
+    /// Removes a user and everything that hangs on it, atomically.
+    /// Returns how many sessions ended.
+    async fn delete_user(&self, user_id: &str) -> Result<u64, GatehouseError>;
+
+    // --- sessions --------------------------------------------------------
+    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Inserts a session; `NotFound` when its user no longer exists, so a
+    /// removal racing a sign-in never leaves a session behind.
+    async fn insert_session(&self, session: SessionRecord) -> Result<(), GatehouseError>;
+    async fn delete_session(&self, hash: TokenHash) -> Result<bool, StoreError>;
+    async fn delete_user_sessions(&self, user_id: &str, end: EndSessions)
+        -> Result<u64, StoreError>;
+    /// Records last-seen times in one batch (sessions that are gone are skipped).
+    async fn touch_sessions(&self, seen: Vec<(TokenHash, OffsetDateTime)>)
+        -> Result<(), StoreError>;
+    /// Deletes every session with `expires_at < now`.
+    async fn sweep_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // --- OAuth states ----------------------------------------------------
+    async fn insert_oauth_state(&self, state: OAuthState) -> Result<(), StoreError>;
+    /// Removes and returns the state: a second call for the same state finds nothing.
+    async fn take_oauth_state(&self, state: &str) -> Result<Option<OAuthState>, StoreError>;
+    async fn sweep_oauth_states(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // --- audit -----------------------------------------------------------
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
+    /// Newest first, at most `limit`.
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+
+    // --- health ----------------------------------------------------------
+    /// Writes and flushes a probe record.
+    async fn check_writable(&self) -> Result<(), StoreError>;
+}

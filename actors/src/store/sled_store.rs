@@ -1,0 +1,361 @@
+//! The embedded backend. Every write is followed by `flush` before it returns,
+//! so an acknowledged write survives `kill -9`. Compound writes that touch a
+//! user and their sessions run under one lock and one multi-tree transaction.
+
+use super::{EndSessions, Store};
+use crate::error::{GatehouseError, StoreError};
+use crate::ids::TokenHash;
+use crate::model::{AuditEvent, OAuthState, SessionRecord, UserChange, UserRecord};
+use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::Tree;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    users: Tree,
+    names: Tree,
+    sessions: Tree,
+    oauth: Tree,
+    audit: Tree,
+    meta: Tree,
+    /// Serialises writes that read sessions and then change them with a user.
+    user_lock: Mutex<()>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`. Fails when another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let inner = Inner {
+            users: db.open_tree("users")?,
+            names: db.open_tree("usernames")?,
+            sessions: db.open_tree("sessions")?,
+            oauth: db.open_tree("oauth_states")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            db,
+            user_lock: Mutex::new(()),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, GatehouseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, GatehouseError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = f(&inner)?;
+            inner.db.flush().map_err(StoreError::from)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("blocking task: {e}")))?
+    }
+
+    async fn run_store<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |i| f(i).map_err(GatehouseError::from))
+            .await
+            .map_err(|e| match e {
+                GatehouseError::Store(s) => s,
+                other => StoreError::Backend(other.to_string()),
+            })
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(b)?)
+}
+
+fn name_key(username: &str) -> Vec<u8> {
+    username.to_lowercase().into_bytes()
+}
+
+fn tx_err(e: TransactionError<GatehouseError>) -> GatehouseError {
+    match e {
+        TransactionError::Abort(g) => g,
+        TransactionError::Storage(s) => GatehouseError::Store(s.into()),
+    }
+}
+
+fn abort<T>(e: impl Into<GatehouseError>) -> Result<T, ConflictableTransactionError<GatehouseError>> {
+    Err(ConflictableTransactionError::Abort(e.into()))
+}
+
+impl Inner {
+    fn get_user(&self, id: &str) -> Result<UserRecord, GatehouseError> {
+        match self.users.get(id.as_bytes()).map_err(StoreError::from)? {
+            Some(b) => Ok(from_json(&b)?),
+            None => Err(GatehouseError::NotFound),
+        }
+    }
+
+    fn session_keys_of(&self, user_id: &str, end: EndSessions) -> Result<Vec<sled::IVec>, StoreError> {
+        let mut keys = Vec::new();
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            let s: SessionRecord = from_json(&v)?;
+            if s.user_id == user_id && end != EndSessions::AllBut(s.token_hash) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Writes `user` and removes `ending` sessions in one transaction.
+    fn put_user_ending(&self, user: &UserRecord, ending: &[sled::IVec]) -> Result<(), GatehouseError> {
+        let bytes = to_json(user)?;
+        (&self.users, &self.sessions)
+            .transaction(|(users, sessions)| {
+                users.insert(user.id.as_bytes(), bytes.as_slice())?;
+                for k in ending {
+                    sessions.remove(k)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    fn sweep(tree: &Tree, now: OffsetDateTime, expires: impl Fn(&[u8]) -> Result<OffsetDateTime, StoreError>) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in tree.iter() {
+            let (k, v) = item?;
+            if expires(&v)? < now {
+                tree.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
+    async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.users.iter().values().map(|v| from_json(&v?)).collect()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn insert_user(&self, user: UserRecord) -> Result<(), GatehouseError> {
+        self.run(move |i| {
+            let bytes = to_json(&user)?;
+            let key = name_key(&user.username);
+            (&i.users, &i.names)
+                .transaction(|(users, names)| {
+                    if names.get(&key)?.is_some() {
+                        return abort(GatehouseError::Conflict(format!("user {}", user.username)));
+                    }
+                    names.insert(key.as_slice(), user.id.as_bytes())?;
+                    users.insert(user.id.as_bytes(), bytes.as_slice())?;
+                    Ok(())
+                })
+                .map_err(tx_err)
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        user_id: &str,
+        change: UserChange,
+        end: Option<EndSessions>,
+    ) -> Result<(UserRecord, u64), GatehouseError> {
+        let user_id = user_id.to_owned();
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut user = i.get_user(&user_id)?;
+            change.apply(&mut user);
+            let ending = match end {
+                Some(end) => i.session_keys_of(&user_id, end)?,
+                None => Vec::new(),
+            };
+            i.put_user_ending(&user, &ending)?;
+            Ok((user, ending.len() as u64))
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<u64, GatehouseError> {
+        let user_id = user_id.to_owned();
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let user = i.get_user(&user_id)?;
+            let ending = i.session_keys_of(&user_id, EndSessions::All)?;
+            let key = name_key(&user.username);
+            (&i.users, &i.names, &i.sessions)
+                .transaction(|(users, names, sessions)| {
+                    users.remove(user_id.as_bytes())?;
+                    names.remove(key.as_slice())?;
+                    for k in &ending {
+                        sessions.remove(k)?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+            Ok(ending.len() as u64)
+        })
+        .await
+    }
+
+    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.sessions.iter().values().map(|v| from_json(&v?)).collect()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn insert_session(&self, session: SessionRecord) -> Result<(), GatehouseError> {
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let user = i.get_user(&session.user_id)?;
+            if user.locked.is_some() {
+                return Err(GatehouseError::AccountLocked);
+            }
+            i.sessions
+                .insert(session.token_hash.0, to_json(&session)?)
+                .map_err(StoreError::from)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, hash: TokenHash) -> Result<bool, StoreError> {
+        self.run_store(move |i| Ok(i.sessions.remove(hash.0)?.is_some())).await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, end: EndSessions) -> Result<u64, StoreError> {
+        let user_id = user_id.to_owned();
+        self.run_store(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let keys = i.session_keys_of(&user_id, end)?;
+            let mut batch = sled::Batch::default();
+            for k in &keys {
+                batch.remove(k);
+            }
+            i.sessions.apply_batch(batch)?;
+            Ok(keys.len() as u64)
+        })
+        .await
+    }
+
+    async fn touch_sessions(&self, seen: Vec<(TokenHash, OffsetDateTime)>) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        self.run_store(move |i| {
+            for (hash, at) in seen {
+                // Compare-and-swap so a concurrent delete is never undone.
+                loop {
+                    let Some(old) = i.sessions.get(hash.0)? else { break };
+                    let mut s: SessionRecord = from_json(&old)?;
+                    if s.last_seen_at >= at {
+                        break;
+                    }
+                    s.last_seen_at = at;
+                    let new = to_json(&s)?;
+                    if i.sessions.compare_and_swap(hash.0, Some(old), Some(new))?.is_ok() {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sweep_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.run_store(move |i| {
+            Inner::sweep(&i.sessions, now, |v| Ok(from_json::<SessionRecord>(v)?.expires_at))
+        })
+        .await
+    }
+
+    async fn insert_oauth_state(&self, state: OAuthState) -> Result<(), StoreError> {
+        self.run_store(move |i| {
+            i.oauth.insert(state.state.as_bytes(), to_json(&state)?)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_oauth_state(&self, state: &str) -> Result<Option<OAuthState>, StoreError> {
+        let state = state.to_owned();
+        self.run_store(move |i| match i.oauth.remove(state.as_bytes())? {
+            Some(v) => Ok(Some(from_json(&v)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn sweep_oauth_states(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.run_store(move |i| {
+            Inner::sweep(&i.oauth, now, |v| Ok(from_json::<OAuthState>(v)?.expires_at))
+        })
+        .await
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.run_store(move |i| {
+            // Keys sort by time: big-endian nanoseconds, then the random id.
+            let mut key = (event.at.unix_timestamp_nanos() as u128).to_be_bytes().to_vec();
+            key.extend_from_slice(event.id.as_bytes());
+            i.audit.insert(key, to_json(&event)?)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .audit
+                .iter()
+                .values()
+                .rev()
+                .take(limit)
+                .map(|v| from_json(&v?))
+                .collect()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.run_store(|i| {
+            i.meta.insert("ready_probe", &crate::ids::random_bytes::<8>())?;
+            Ok(())
+        })
+        .await
+    }
+}

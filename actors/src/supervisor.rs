@@ -1,0 +1,225 @@
+//! Starts the actors, restarts any that die, runs the sweep timer and
+//! reports readiness. A panicking actor's mailbox closes (actix does not
+//! restart it); the supervisor notices on its timer, starts a fresh one that
+//! reloads from the store, and swaps it into the handles handlers read.
+
+use crate::clock::SharedClock;
+use crate::error::GatehouseError;
+use crate::oauth::{self, OAuthStateActor};
+use crate::session::{self, SessionActor, SessionView};
+use crate::store::SharedStore;
+use crate::users::{self, ThrottleConfig, UserDirectory, UserStoreActor};
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+use time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ActorConfig {
+    pub sweep_interval: StdDuration,
+    /// How often the supervisor looks for dead actors.
+    pub check_interval: StdDuration,
+    pub oauth_state_ttl: Duration,
+    pub throttle: ThrottleConfig,
+}
+
+/// What handlers hold: current actor addresses (swapped on restart), the
+/// published read-side views, the store and the clock.
+#[derive(Clone)]
+pub struct ActorHandles {
+    inner: Arc<HandlesInner>,
+}
+
+struct HandlesInner {
+    sessions: ArcSwap<Addr<SessionActor>>,
+    users: ArcSwap<Addr<UserStoreActor>>,
+    oauth: ArcSwap<Addr<OAuthStateActor>>,
+    session_view: SessionView,
+    user_view: UserDirectory,
+    store: SharedStore,
+    clock: SharedClock,
+    restarts: AtomicU64,
+}
+
+impl ActorHandles {
+    pub fn sessions(&self) -> Addr<SessionActor> {
+        Addr::clone(&self.inner.sessions.load())
+    }
+    pub fn users(&self) -> Addr<UserStoreActor> {
+        Addr::clone(&self.inner.users.load())
+    }
+    pub fn oauth(&self) -> Addr<OAuthStateActor> {
+        Addr::clone(&self.inner.oauth.load())
+    }
+    pub fn session_view(&self) -> &SessionView {
+        &self.inner.session_view
+    }
+    pub fn user_view(&self) -> &UserDirectory {
+        &self.inner.user_view
+    }
+    pub fn store(&self) -> &SharedStore {
+        &self.inner.store
+    }
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.inner.clock.now()
+    }
+    /// How many times a dead actor has been replaced.
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Asks every actor to answer and probes the store with a write.
+    /// Answers the names of the failing parts.
+    pub async fn readiness(&self) -> Vec<String> {
+        let mut failing = Vec::new();
+        let t = StdDuration::from_secs(2);
+        if !matches!(self.sessions().send(session::Ping).timeout(t).await, Ok(Ok(()))) {
+            failing.push("sessions".to_owned());
+        }
+        if !matches!(self.users().send(users::Ping).timeout(t).await, Ok(Ok(()))) {
+            failing.push("users".to_owned());
+        }
+        if !matches!(self.oauth().send(oauth::Ping).timeout(t).await, Ok(Ok(()))) {
+            failing.push("oauth_states".to_owned());
+        }
+        match tokio::time::timeout(t, self.store().check_writable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store is not writable");
+                failing.push("store".to_owned());
+            }
+            Err(_) => failing.push("store".to_owned()),
+        }
+        failing
+    }
+}
+
+pub struct Supervisor {
+    handles: ActorHandles,
+    config: ActorConfig,
+}
+
+fn spawn_sessions(store: &SharedStore, view: &SessionView) -> Addr<SessionActor> {
+    let (store, view) = (store.clone(), view.clone());
+    actix::Supervisor::start(move |_| SessionActor::new(store, view))
+}
+
+fn spawn_users(store: &SharedStore, view: &UserDirectory, t: ThrottleConfig) -> Addr<UserStoreActor> {
+    let (store, view) = (store.clone(), view.clone());
+    actix::Supervisor::start(move |_| UserStoreActor::new(store, view, t))
+}
+
+fn spawn_oauth(store: &SharedStore, ttl: Duration) -> Addr<OAuthStateActor> {
+    let store = store.clone();
+    actix::Supervisor::start(move |_| OAuthStateActor::new(store, ttl))
+}
+
+impl Supervisor {
+    /// Starts every actor on the current arbiter, waits until each has loaded
+    /// its state, and answers the supervisor with the handles.
+    pub async fn start(
+        store: SharedStore,
+        clock: SharedClock,
+        config: ActorConfig,
+    ) -> Result<(Addr<Supervisor>, ActorHandles), GatehouseError> {
+        let session_view = SessionView::default();
+        let user_view = UserDirectory::default();
+        let handles = ActorHandles {
+            inner: Arc::new(HandlesInner {
+                sessions: ArcSwap::from_pointee(spawn_sessions(&store, &session_view)),
+                users: ArcSwap::from_pointee(spawn_users(&store, &user_view, config.throttle)),
+                oauth: ArcSwap::from_pointee(spawn_oauth(&store, config.oauth_state_ttl)),
+                session_view,
+                user_view,
+                store,
+                clock,
+                restarts: AtomicU64::new(0),
+            }),
+        };
+        handles.sessions().send(session::Ping).await.map_err(unavailable)??;
+        handles.users().send(users::Ping).await.map_err(unavailable)??;
+        handles.oauth().send(oauth::Ping).await.map_err(unavailable)??;
+        let sup = Supervisor { handles: handles.clone(), config }.start();
+        Ok((sup, handles))
+    }
+
+    fn check(&mut self) {
+        let h = &self.handles.inner;
+        let mut replaced = Vec::new();
+        if !h.sessions.load().connected() {
+            h.sessions.store(Arc::new(spawn_sessions(&h.store, &h.session_view)));
+            replaced.push("sessions");
+        }
+        if !h.users.load().connected() {
+            h.users.store(Arc::new(spawn_users(&h.store, &h.user_view, self.config.throttle)));
+            replaced.push("users");
+        }
+        if !h.oauth.load().connected() {
+            h.oauth.store(Arc::new(spawn_oauth(&h.store, self.config.oauth_state_ttl)));
+            replaced.push("oauth_states");
+        }
+        for actor in replaced {
+            h.restarts.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(actor, "actor died; started a fresh one that reloads from the store");
+        }
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let now = self.handles.now();
+        let (s, u, o) = (self.handles.sessions(), self.handles.users(), self.handles.oauth());
+        let job = async move {
+            let sessions = s.send(session::Sweep { now }).await;
+            let states = o.send(oauth::Sweep { now }).await;
+            let _ = u.send(users::Sweep { now }).await;
+            match (sessions, states) {
+                (Ok(Ok(a)), Ok(Ok(b))) => {
+                    tracing::debug!(sessions = a, oauth_states = b, "sweep done")
+                }
+                (a, b) => tracing::warn!(?a, ?b, "sweep failed; the next one retries"),
+            }
+        };
+        ctx.spawn(job.into_actor(self));
+    }
+}
+
+fn unavailable(e: MailboxError) -> GatehouseError {
+    GatehouseError::Unavailable(e.to_string())
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.check_interval, |act, _| act.check());
+        ctx.run_interval(self.config.sweep_interval, |act, ctx| act.sweep(ctx));
+    }
+}
+
+/// Sweeps now (tests, and the CLI before it exits).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SweepNow;
+
+impl Handler<SweepNow> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _: SweepNow, ctx: &mut Context<Self>) {
+        self.sweep(ctx);
+    }
+}
+
+/// Checks for dead actors now instead of at the next tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckNow;
+
+impl Handler<CheckNow> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _: CheckNow, _: &mut Context<Self>) {
+        self.check();
+    }
+}

@@ -1,0 +1,522 @@
+//! Users, roles, password hashes, locks, last login, sign-in throttling and
+//! the audit trail. The actor is the only writer; the hot path reads the
+//! published [`UserDirectory`].
+
+use crate::error::GatehouseError;
+use crate::ids::random_id;
+use crate::model::{
+    AuditEvent, LastLogin, Lock, PasswordHash, UserChange, UserRecord, ADMIN_ROLE,
+};
+use crate::store::{EndSessions, SharedStore};
+use crate::throttle::FailureWindow;
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+pub type UserMap = imbl::HashMap<String, Arc<UserRecord>>;
+
+/// The read side of the users, keyed by id.
+#[derive(Clone, Default)]
+pub struct UserDirectory(Arc<ArcSwap<UserMap>>);
+
+impl UserDirectory {
+    #[inline]
+    pub fn get(&self, id: &str) -> Option<Arc<UserRecord>> {
+        self.0.load().get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn publish(&self, map: &UserMap) {
+        self.0.store(Arc::new(map.clone()));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleConfig {
+    pub max_failures: u32,
+    pub window: Duration,
+}
+
+pub struct UserStoreActor {
+    store: SharedStore,
+    view: UserDirectory,
+    users: UserMap,
+    by_name: HashMap<String, String>,
+    by_user: FailureWindow<String>,
+    by_ip: FailureWindow<IpAddr>,
+    loaded: bool,
+}
+
+impl UserStoreActor {
+    pub fn new(store: SharedStore, view: UserDirectory, throttle: ThrottleConfig) -> Self {
+        Self {
+            store,
+            view,
+            users: UserMap::new(),
+            by_name: HashMap::new(),
+            by_user: FailureWindow::new(throttle.max_failures, throttle.window),
+            by_ip: FailureWindow::new(throttle.max_failures, throttle.window),
+            loaded: false,
+        }
+    }
+
+    fn ensure_loaded(&self) -> Result<(), GatehouseError> {
+        if self.loaded {
+            Ok(())
+        } else {
+            Err(GatehouseError::Unavailable("users are loading".into()))
+        }
+    }
+
+    /// Keeps `user` unless memory already has a newer version.
+    fn put(&mut self, user: UserRecord) {
+        if self.users.get(&user.id).is_some_and(|u| u.version > user.version) {
+            return;
+        }
+        self.by_name.insert(user.username.to_lowercase(), user.id.clone());
+        self.users.insert(user.id.clone(), Arc::new(user));
+        self.view.publish(&self.users);
+    }
+
+    fn by_name(&self, name: &str) -> Option<Arc<UserRecord>> {
+        let id = self.by_name.get(&name.to_lowercase())?;
+        self.users.get(id).cloned()
+    }
+
+    fn find(&self, name: &str) -> Result<Arc<UserRecord>, GatehouseError> {
+        self.ensure_loaded()?;
+        self.by_name(name).ok_or(GatehouseError::NotFound)
+    }
+}
+
+impl Actor for UserStoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        ctx.wait(async move { store.load_users().await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(users) => {
+                    for u in users {
+                        act.by_name.insert(u.username.to_lowercase(), u.id.clone());
+                        act.users.insert(u.id.clone(), Arc::new(u));
+                    }
+                    act.view.publish(&act.users);
+                    act.loaded = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "loading users failed; retrying");
+                    ctx.run_later(std::time::Duration::from_secs(1), |_, ctx| ctx.stop());
+                }
+            },
+        ));
+    }
+}
+
+impl Supervised for UserStoreActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.users = UserMap::new();
+        self.by_name.clear();
+        self.loaded = false;
+    }
+}
+
+/// Runs a store write, then keeps the record it answers with.
+fn write_user<F>(
+    act: &UserStoreActor,
+    fut: F,
+) -> ResponseActFuture<UserStoreActor, Result<(UserRecord, u64), GatehouseError>>
+where
+    F: std::future::Future<Output = Result<(UserRecord, u64), GatehouseError>> + 'static,
+{
+    Box::pin(fut.into_actor(act).map(|res, act, _| {
+        let (user, ended) = res?;
+        act.put(user.clone());
+        Ok((user, ended))
+    }))
+}
+
+/// Creates a user, or (with `reset_if_exists`) sets the password of the
+/// existing one and ends all their sessions. Answers `(user, created)`.
+#[derive(Message)]
+#[rtype(result = "Result<(UserRecord, bool), GatehouseError>")]
+pub struct AddUser {
+    pub username: String,
+    pub password: Option<PasswordHash>,
+    pub admin: bool,
+    pub auth: String,
+    pub reset_if_exists: bool,
+    pub now: OffsetDateTime,
+}
+
+impl Handler<AddUser> for UserStoreActor {
+    type Result = ResponseActFuture<Self, Result<(UserRecord, bool), GatehouseError>>;
+
+    fn handle(&mut self, msg: AddUser, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.ensure_loaded() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let store = self.store.clone();
+        if let Some(existing) = self.by_name(&msg.username) {
+            if !msg.reset_if_exists {
+                return Box::pin(fut::ready(Err(GatehouseError::Conflict(format!(
+                    "user {}",
+                    existing.username
+                )))));
+            }
+            let id = existing.id.clone();
+            let mut roles = existing.roles.clone();
+            if msg.admin && !existing.is_admin() {
+                roles.push(ADMIN_ROLE.to_owned());
+            }
+            let fut = async move {
+                if let Some(hash) = msg.password {
+                    store.update_user(&id, UserChange::Password(hash), Some(EndSessions::All)).await?;
+                }
+                store.update_user(&id, UserChange::Roles(roles), None).await
+            };
+            return Box::pin(write_user(self, fut).map(|res, _, _| res.map(|(u, _)| (u, false))));
+        }
+        let admin = msg.admin || msg.username == "admin";
+        let user = UserRecord {
+            id: random_id(),
+            username: msg.username,
+            display_name: None,
+            avatar_url: None,
+            roles: if admin { vec![ADMIN_ROLE.to_owned()] } else { Vec::new() },
+            auth: msg.auth,
+            created_at: msg.now,
+            last_login: None,
+            locked: None,
+            password: msg.password,
+            version: 0,
+        };
+        let stored = user.clone();
+        Box::pin(async move { store.insert_user(stored).await }.into_actor(self).map(
+            move |res, act, _| {
+                res?;
+                act.put(user.clone());
+                Ok((user, true))
+            },
+        ))
+    }
+}
+
+/// Adds users read from another system (llms.py). Existing names are skipped.
+/// Answers `(imported, skipped names)`.
+#[derive(Message)]
+#[rtype(result = "Result<(u64, Vec<String>), GatehouseError>")]
+pub struct ImportUsers {
+    pub users: Vec<UserRecord>,
+}
+
+impl Handler<ImportUsers> for UserStoreActor {
+    type Result = ResponseActFuture<Self, Result<(u64, Vec<String>), GatehouseError>>;
+
+    fn handle(&mut self, msg: ImportUsers, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.ensure_loaded() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let store = self.store.clone();
+        Box::pin(
+            async move {
+                let mut added = Vec::new();
+                let mut skipped = Vec::new();
+                for u in msg.users {
+                    match store.insert_user(u.clone()).await {
+                        Ok(()) => added.push(u),
+                        Err(GatehouseError::Conflict(_)) => skipped.push(u.username),
+                        Err(e) => return Err((e, added)),
+                    }
+                }
+                Ok((added, skipped))
+            }
+            .into_actor(self)
+            .map(|res, act, _| match res {
+                Ok((added, skipped)) => {
+                    let n = added.len() as u64;
+                    added.into_iter().for_each(|u| act.put(u));
+                    Ok((n, skipped))
+                }
+                Err((e, added)) => {
+                    added.into_iter().for_each(|u| act.put(u));
+                    Err(e)
+                }
+            }),
+        )
+    }
+}
+
+/// Applies a change to the named user (and ends sessions as asked).
+/// Answers the new record and how many sessions the store ended.
+#[derive(Message)]
+#[rtype(result = "Result<(UserRecord, u64), GatehouseError>")]
+pub struct ChangeUser {
+    pub user: UserRef,
+    pub change: UserChange,
+    pub end: Option<EndSessions>,
+}
+
+#[derive(Debug, Clone)]
+pub enum UserRef {
+    Id(String),
+    Name(String),
+}
+
+impl Handler<ChangeUser> for UserStoreActor {
+    type Result = ResponseActFuture<Self, Result<(UserRecord, u64), GatehouseError>>;
+
+    fn handle(&mut self, msg: ChangeUser, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.ensure_loaded() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let id = match &msg.user {
+            UserRef::Id(id) => self.users.get(id).map(|u| u.id.clone()),
+            UserRef::Name(n) => self.by_name(n).map(|u| u.id.clone()),
+        };
+        let Some(id) = id else {
+            return Box::pin(fut::ready(Err(GatehouseError::NotFound)));
+        };
+        let store = self.store.clone();
+        write_user(self, async move { store.update_user(&id, msg.change, msg.end).await })
+    }
+}
+
+/// Removes the named user with their sessions. Answers `(user, sessions ended)`.
+#[derive(Message)]
+#[rtype(result = "Result<(UserRecord, u64), GatehouseError>")]
+pub struct RemoveUser {
+    pub username: String,
+}
+
+impl Handler<RemoveUser> for UserStoreActor {
+    type Result = ResponseActFuture<Self, Result<(UserRecord, u64), GatehouseError>>;
+
+    fn handle(&mut self, msg: RemoveUser, _: &mut Context<Self>) -> Self::Result {
+        let user = match self.find(&msg.username) {
+            Ok(u) => u,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let store = self.store.clone();
+        let id = user.id.clone();
+        Box::pin(async move { store.delete_user(&id).await }.into_actor(self).map(
+            move |res, act, _| {
+                let ended = res?;
+                act.users.remove(&user.id);
+                act.by_name.remove(&user.username.to_lowercase());
+                act.view.publish(&act.users);
+                Ok(((*user).clone(), ended))
+            },
+        ))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Arc<UserRecord>, GatehouseError>")]
+pub struct GetUser {
+    pub user: UserRef,
+}
+
+impl Handler<GetUser> for UserStoreActor {
+    type Result = Result<Arc<UserRecord>, GatehouseError>;
+
+    fn handle(&mut self, msg: GetUser, _: &mut Context<Self>) -> Self::Result {
+        self.ensure_loaded()?;
+        match msg.user {
+            UserRef::Id(id) => self.users.get(&id).cloned().ok_or(GatehouseError::NotFound),
+            UserRef::Name(n) => self.find(&n),
+        }
+    }
+}
+
+/// All users, by name.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Arc<UserRecord>>, GatehouseError>")]
+pub struct ListUsers;
+
+impl Handler<ListUsers> for UserStoreActor {
+    type Result = Result<Vec<Arc<UserRecord>>, GatehouseError>;
+
+    fn handle(&mut self, _: ListUsers, _: &mut Context<Self>) -> Self::Result {
+        self.ensure_loaded()?;
+        let mut all: Vec<_> = self.users.values().cloned().collect();
+        all.sort_by(|a, b| a.username.to_lowercase().cmp(&b.username.to_lowercase()));
+        Ok(all)
+    }
+}
+
+/// First half of a sign-in: refuses a throttled username or address, else
+/// answers the user (if any) whose password the caller verifies off-actor.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Arc<UserRecord>>, GatehouseError>")]
+pub struct BeginLogin {
+    pub username: String,
+    pub ip: Option<IpAddr>,
+    pub now: OffsetDateTime,
+}
+
+impl Handler<BeginLogin> for UserStoreActor {
+    type Result = Result<Option<Arc<UserRecord>>, GatehouseError>;
+
+    fn handle(&mut self, msg: BeginLogin, _: &mut Context<Self>) -> Self::Result {
+        self.ensure_loaded()?;
+        let name = msg.username.to_lowercase();
+        let by_user = self.by_user.retry_after(&name, msg.now);
+        let by_ip = msg.ip.and_then(|ip| self.by_ip.retry_after(&ip, msg.now));
+        if let Some(retry_after) = by_user.max(by_ip) {
+            return Err(GatehouseError::Throttled { retry_after });
+        }
+        Ok(self.by_name(&name))
+    }
+}
+
+/// Second half of a sign-in, once the password was checked.
+#[derive(Message)]
+#[rtype(result = "Result<UserRecord, GatehouseError>")]
+pub struct FinishLogin {
+    pub username: String,
+    pub user_id: Option<String>,
+    pub password_ok: bool,
+    /// An Argon2id hash replacing a legacy one.
+    pub upgrade: Option<PasswordHash>,
+    pub ip: Option<IpAddr>,
+    pub now: OffsetDateTime,
+}
+
+impl Handler<FinishLogin> for UserStoreActor {
+    type Result = ResponseActFuture<Self, Result<UserRecord, GatehouseError>>;
+
+    fn handle(&mut self, msg: FinishLogin, _: &mut Context<Self>) -> Self::Result {
+        let user = msg.user_id.as_ref().and_then(|id| self.users.get(id).cloned());
+        let (Some(user), true) = (user, msg.password_ok) else {
+            self.by_user.record(msg.username.to_lowercase(), msg.now);
+            if let Some(ip) = msg.ip {
+                self.by_ip.record(ip, msg.now);
+            }
+            return Box::pin(fut::ready(Err(GatehouseError::InvalidCredentials)));
+        };
+        if user.locked.is_some() {
+            return Box::pin(fut::ready(Err(GatehouseError::AccountLocked)));
+        }
+        self.by_user.clear(&msg.username.to_lowercase());
+        let store = self.store.clone();
+        let change = UserChange::Login { at: LastLogin { at: msg.now, ip: msg.ip }, upgrade: msg.upgrade };
+        let id = user.id.clone();
+        Box::pin(
+            write_user(self, async move { store.update_user(&id, change, None).await })
+                .map(|res, _, _| res.map(|(u, _)| u)),
+        )
+    }
+}
+
+/// Appends an audit event (durably).
+#[derive(Message)]
+#[rtype(result = "Result<(), GatehouseError>")]
+pub struct RecordAudit(pub AuditEvent);
+
+impl RecordAudit {
+    pub fn new(
+        now: OffsetDateTime,
+        actor: Option<&UserRecordRef<'_>>,
+        action: &str,
+        target: Option<String>,
+        ip: Option<IpAddr>,
+        details: serde_json::Value,
+    ) -> Self {
+        RecordAudit(AuditEvent {
+            id: random_id(),
+            at: now,
+            actor: actor.map(|a| a.id.to_owned()),
+            actor_name: actor.map(|a| a.name.to_owned()).unwrap_or_else(|| "anonymous".into()),
+            action: action.to_owned(),
+            target,
+            ip,
+            details,
+        })
+    }
+}
+
+/// Who did something, for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRecordRef<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+impl Handler<RecordAudit> for UserStoreActor {
+    type Result = ResponseFuture<Result<(), GatehouseError>>;
+
+    fn handle(&mut self, msg: RecordAudit, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move { Ok(store.append_audit(msg.0).await?) })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<AuditEvent>, GatehouseError>")]
+pub struct ListAudit {
+    pub limit: usize,
+}
+
+impl Handler<ListAudit> for UserStoreActor {
+    type Result = ResponseFuture<Result<Vec<AuditEvent>, GatehouseError>>;
+
+    fn handle(&mut self, msg: ListAudit, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move { Ok(store.list_audit(msg.limit).await?) })
+    }
+}
+
+/// Forgets throttling records that have left the window.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<u64, GatehouseError>")]
+pub struct Sweep {
+    pub now: OffsetDateTime,
+}
+
+impl Handler<Sweep> for UserStoreActor {
+    type Result = Result<u64, GatehouseError>;
+
+    fn handle(&mut self, msg: Sweep, _: &mut Context<Self>) -> Self::Result {
+        let before = self.by_user.len() + self.by_ip.len();
+        self.by_user.prune(msg.now);
+        self.by_ip.prune(msg.now);
+        Ok((before - self.by_user.len() - self.by_ip.len()) as u64)
+    }
+}
+
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), GatehouseError>")]
+pub struct Ping;
+
+impl Handler<Ping> for UserStoreActor {
+    type Result = Result<(), GatehouseError>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        self.ensure_loaded()
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Handler<crate::Crash> for UserStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::Crash, _: &mut Context<Self>) {
+        panic!("UserStoreActor: crash requested (fault injection)");
+    }
+}
+
+/// A lock to apply now.
+pub fn lock_now(reason: Option<String>, now: OffsetDateTime) -> Lock {
+    Lock { reason: reason.unwrap_or_else(|| "locked by an administrator".into()), at: now }
+}

@@ -1,0 +1,185 @@
+//! sled admits one process. While `serve` runs, the CLI sends its commands
+//! over a Unix socket in the home (mode 0600 in a 0700 directory, so only
+//! the home's owner can connect); the server runs them through the same
+//! actors, so their effect holds at once. One JSON line each way.
+
+use crate::accounts::{self, Actor};
+use crate::AppState;
+use actix_web::web;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// A request line is at most this long (an llms.py import file travels in it).
+const MAX_REQUEST: u64 = 32 * 1024 * 1024;
+
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join("admin.sock")
+}
+
+/// A CLI command, as it travels over the socket. `Debug` never shows a password.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AdminRequest {
+    UsersAdd { name: String, password: String, admin: bool },
+    UsersRemove { name: String },
+    UsersList,
+    UsersLock { name: String, reason: Option<String> },
+    UsersUnlock { name: String },
+    UsersImportLlms { contents: String },
+}
+
+impl std::fmt::Debug for AdminRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            AdminRequest::UsersAdd { .. } => "users add",
+            AdminRequest::UsersRemove { .. } => "users remove",
+            AdminRequest::UsersList => "users list",
+            AdminRequest::UsersLock { .. } => "users lock",
+            AdminRequest::UsersUnlock { .. } => "users unlock",
+            AdminRequest::UsersImportLlms { .. } => "users import-llms",
+        };
+        f.write_str(name)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AdminResponse {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl AdminResponse {
+    fn ok(stdout: String, stderr: String) -> Self {
+        Self { ok: true, stdout, stderr }
+    }
+    fn err(msg: impl Into<String>) -> Self {
+        Self { ok: false, stdout: String::new(), stderr: msg.into() }
+    }
+}
+
+/// Runs one command against the actors.
+pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
+    let actor = Actor::cli();
+    let result = match req {
+        AdminRequest::UsersAdd { name, password, admin } => {
+            accounts::add_user(state, &actor, &name, &password, admin, true).await.map(|(u, created)| {
+                let what = if created { "added" } else { "password reset for" };
+                (String::new(), format!("{what} user {} ({})\n", u.username, roles(&u.roles)))
+            })
+        }
+        AdminRequest::UsersRemove { name } => accounts::remove_user(state, &actor, &name)
+            .await
+            .map(|u| (String::new(), format!("removed user {}\n", u.username))),
+        AdminRequest::UsersList => accounts::list_users(state).await.map(|users| {
+            let mut out = String::new();
+            for u in users {
+                let _ = write!(out, "{}  {}  created: {}", u.username, roles(&u.roles), crate::rfc3339(u.created_at));
+                if let Some(l) = &u.locked {
+                    let _ = write!(out, "  LOCKED: {}", l.reason);
+                }
+                out.push('\n');
+            }
+            (out, String::new())
+        }),
+        AdminRequest::UsersLock { name, reason } => accounts::lock_user(state, &actor, &name, reason)
+            .await
+            .map(|u| (String::new(), format!("locked user {}; their sessions have ended\n", u.username))),
+        AdminRequest::UsersUnlock { name } => accounts::unlock_user(state, &actor, &name)
+            .await
+            .map(|u| (String::new(), format!("unlocked user {}\n", u.username))),
+        AdminRequest::UsersImportLlms { contents } => {
+            accounts::import_llms(state, &actor, &contents).await.map(|(n, skipped)| {
+                let mut err = format!("imported {n} users\n");
+                for s in skipped {
+                    let _ = writeln!(err, "skipped {s}: the username exists");
+                }
+                (String::new(), err)
+            })
+        }
+    };
+    match result {
+        Ok((out, err)) => AdminResponse::ok(out, err),
+        Err(e) if e.status.as_u16() == 404 => AdminResponse::err("no such user"),
+        Err(e) if e.status.as_u16() == 503 => AdminResponse::err("the gateway is busy or restarting a component; try again"),
+        Err(e) => AdminResponse::err(e.message.into_owned()),
+    }
+}
+
+fn roles(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "-".to_owned()
+    } else {
+        roles.join(",")
+    }
+}
+
+/// Binds the socket and serves it on the current arbiter until the system stops.
+pub fn serve(data: web::Data<AppState>, home: &Path) -> io::Result<()> {
+    let path = socket_path(home);
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "another gatehouse is serving this home"));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    actix_rt::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let data = data.clone();
+                    actix_rt::spawn(async move {
+                        if let Err(e) = handle(stream, &data).await {
+                            tracing::warn!(error = %e, "admin socket connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn handle(stream: UnixStream, state: &AppState) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await?;
+    let resp = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(req) => {
+            tracing::info!(command = ?req, "admin socket command");
+            execute(state, req).await
+        }
+        Err(_) => AdminResponse::err("malformed admin request"),
+    };
+    let mut out = serde_json::to_vec(&resp).map_err(io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// Sends a command to the server serving `home`. `Ok(None)` when none is.
+pub async fn call(home: &Path, req: &AdminRequest) -> io::Result<Option<AdminResponse>> {
+    let stream = match UnixStream::connect(socket_path(home)).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut answer = String::new();
+    BufReader::new(read).read_line(&mut answer).await?;
+    serde_json::from_str(&answer).map(Some).map_err(|_| io::Error::other("malformed answer from the server"))
+}

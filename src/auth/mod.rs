@@ -1,0 +1,12 @@
+//! Authentication: credentials are resolved once per request by
+//! [`Authenticate`] and the [`Principal`] goes into the request extensions;
+//! handlers take it with the extractor. Fail closed: a request without a
+//! valid credential has no principal, whatever it sent.
+
+mod client;
+mod middleware;
+mod principal;
+
+pub use client::{client_ip, cookie, find_cookie, forwarded_client};
+pub use middleware::{Authenticate, RequireScope, SESSION_COOKIE, SESSION_HEADER};
+pub use principal::{no_users_error, Principal, Scope, Scopes, Unauthenticated, Via};

@@ -1,0 +1,188 @@
+//! The command line (API.md "CLI"). `main.rs` only parses and calls [`run`].
+
+use crate::admin_socket::{self, AdminRequest, AdminResponse};
+use crate::config::Config;
+use crate::{home, Gatehouse};
+use clap::{Args, Parser, Subcommand};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about = "An authenticating gateway for LLM APIs")]
+pub struct Cli {
+    /// Data directory (default: $GATEHOUSE_HOME or ~/.gatehouse)
+    #[arg(long, global = true, env = "GATEHOUSE_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Configuration file (default: HOME/gatehouse.toml when it exists)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway
+    Serve(ServeArgs),
+    /// Manage users
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Check the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user (re-adding an existing user resets the password)
+    Add {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (one line)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user, ending their sessions
+    Remove { name: String },
+    /// List users
+    List,
+    /// Lock a user, ending their sessions at once
+    Lock {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Unlock a user
+    Unlock { name: String },
+    /// Import an llms.py users.json
+    ImportLlms { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate and print the effective configuration, secrets redacted
+    Check,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let home = cli.home.clone().unwrap_or_else(home::default_home);
+    match cli.command {
+        Command::Serve(args) => serve(&home, cli.config.as_deref(), args),
+        Command::Config(ConfigCommand::Check) => match Config::load(cli.config.as_deref(), &home) {
+            Ok(c) => {
+                print!("{}", c.redacted_toml());
+                eprintln!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("configuration error: {e}")),
+        },
+        Command::Users(cmd) => match users_request(cmd) {
+            Ok(req) => admin(&home, cli.config.as_deref(), req),
+            Err(msg) => fail(&msg),
+        },
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn serve(home: &std::path::Path, config: Option<&std::path::Path>, args: ServeArgs) -> ExitCode {
+    let mut config = match Config::load(config, home) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("configuration error: {e}")),
+    };
+    if let Some(h) = args.host {
+        config.server.host = h;
+    }
+    if let Some(p) = args.port {
+        config.server.port = p;
+    }
+    let system = actix_rt::System::new();
+    match system.block_on(crate::server::serve(config, home)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn users_request(cmd: UsersCommand) -> Result<AdminRequest, String> {
+    Ok(match cmd {
+        UsersCommand::Add { name, admin, password_stdin } => {
+            let password = read_password(password_stdin)?;
+            AdminRequest::UsersAdd { name, password, admin }
+        }
+        UsersCommand::Remove { name } => AdminRequest::UsersRemove { name },
+        UsersCommand::List => AdminRequest::UsersList,
+        UsersCommand::Lock { name, reason } => AdminRequest::UsersLock { name, reason },
+        UsersCommand::Unlock { name } => AdminRequest::UsersUnlock { name },
+        UsersCommand::ImportLlms { file } => {
+            let contents = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            AdminRequest::UsersImportLlms { contents }
+        }
+    })
+}
+
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading standard input: {e}"))?;
+        let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+        if pw.is_empty() {
+            return Err("no password on standard input".into());
+        }
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err("standard input is not a terminal: pass --password-stdin".into());
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let second = rpassword::prompt_password("Password (again): ").map_err(|e| e.to_string())?;
+    if first != second {
+        return Err("the passwords do not match".into());
+    }
+    Ok(first)
+}
+
+/// Runs a user command on the server serving `home`, or on the store itself
+/// when no server runs.
+fn admin(home: &std::path::Path, config: Option<&std::path::Path>, req: AdminRequest) -> ExitCode {
+    let system = actix_rt::System::new();
+    let resp = system.block_on(async {
+        match admin_socket::call(home, &req).await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => offline(home, config, req).await,
+            Err(e) => AdminResponse { ok: false, stderr: format!("admin socket: {e}"), ..Default::default() },
+        }
+    });
+    print!("{}", resp.stdout);
+    let _ = std::io::stdout().flush();
+    if resp.ok {
+        eprint!("{}", resp.stderr);
+        ExitCode::SUCCESS
+    } else {
+        fail(resp.stderr.trim_end())
+    }
+}
+
+async fn offline(home: &std::path::Path, config: Option<&std::path::Path>, req: AdminRequest) -> AdminResponse {
+    let err = |m: String| AdminResponse { ok: false, stderr: m, ..Default::default() };
+    let config = match Config::load(config, home) {
+        Ok(c) => c,
+        Err(e) => return err(format!("configuration error: {e}")),
+    };
+    match Gatehouse::builder(config).home(home).build().await {
+        Ok(gh) => admin_socket::execute(&gh.data(), req).await,
+        Err(e) => err(e.to_string()),
+    }
+}

@@ -1,0 +1,37 @@
+//! Route table. Handlers are thin: parse, one message, map the answer.
+
+pub mod account;
+pub mod auth;
+pub mod health;
+
+use crate::auth::Authenticate;
+use crate::error::json_error;
+use actix_web::web;
+
+/// JSON limits for the auth, account and admin routes.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default().limit(limit).error_handler(json_error)
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.route("/health", web::get().to(health::health))
+        .route("/ready", web::get().to(health::ready))
+        .service(
+            web::scope("/auth")
+                .app_data(json_config(body_limit))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(Authenticate)
+                .route("/login", web::post().to(auth::login))
+                .route("/logout", web::post().to(auth::logout))
+                .route("/session", web::get().to(auth::session))
+                .route("/providers", web::get().to(auth::providers)),
+        )
+        .service(
+            web::scope("/account/api")
+                .app_data(json_config(body_limit))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(Authenticate)
+                .route("/me", web::get().to(account::me))
+                .route("/password", web::post().to(account::change_password)),
+        );
+}

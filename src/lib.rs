@@ -1,0 +1,172 @@
+//! Gatehouse: an authenticating gateway for LLM APIs, usable as a binary or
+//! as a library mounted into another actix-web `App`:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use actix_web::{web, App, HttpServer};
+//! let home = std::path::PathBuf::from("/tmp/gh-home");
+//! let config = gatehouse::config::Config::load(None, &home)?;
+//! let gh = gatehouse::Gatehouse::builder(config).home(&home).build().await?;
+//! let data = gh.data();
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .app_data(data.clone())
+//!         .configure(gatehouse::configure)
+//!         .service(web::scope("/mine").wrap(gatehouse::auth::Authenticate)
+//!             .route("", web::get().to(|p: gatehouse::auth::Principal| async move { p.username })))
+//! })
+//! .bind(("127.0.0.1", 8080))?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod accounts;
+pub mod admin_socket;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod home;
+pub mod http;
+pub mod llms_import;
+pub mod password;
+pub mod server;
+
+use actix::Addr;
+use config::Config;
+use gatehouse_actors::store::{SharedStore, SledStore};
+use gatehouse_actors::users::ThrottleConfig;
+use gatehouse_actors::{ActorConfig, ActorHandles, SharedClock, Supervisor, SystemClock};
+use password::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use gatehouse_actors;
+
+/// What every handler reads from `app_data`.
+pub struct AppState {
+    pub handles: ActorHandles,
+    pub config: Arc<Config>,
+    pub hasher: Hasher,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("home directory {path}: {source}")]
+    Home { path: PathBuf, source: std::io::Error },
+    #[error("opening the store in {path}: {source} (is another gatehouse process using this home?)")]
+    Store { path: PathBuf, source: gatehouse_actors::StoreError },
+    #[error("starting the actors: {0}")]
+    Actors(#[from] gatehouse_actors::GatehouseError),
+    #[error("the postgres store backend is not available in this build yet; use backend = \"sled\"")]
+    Backend,
+}
+
+/// A running Gatehouse: its actors and the state handlers need.
+pub struct Gatehouse {
+    data: actix_web::web::Data<AppState>,
+    supervisor: Addr<Supervisor>,
+}
+
+pub struct Builder {
+    config: Config,
+    home: Option<PathBuf>,
+    clock: SharedClock,
+    store: Option<SharedStore>,
+    hasher_threads: Option<usize>,
+}
+
+impl Gatehouse {
+    pub fn builder(config: Config) -> Builder {
+        Builder { config, home: None, clock: Arc::new(SystemClock), store: None, hasher_threads: None }
+    }
+
+    /// The state to put in `App::app_data` (cheap to clone per worker).
+    pub fn data(&self) -> actix_web::web::Data<AppState> {
+        self.data.clone()
+    }
+
+    pub fn handles(&self) -> &ActorHandles {
+        &self.data.handles
+    }
+
+    pub fn supervisor(&self) -> &Addr<Supervisor> {
+        &self.supervisor
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.data.config
+    }
+}
+
+impl Builder {
+    /// The data directory (default: `GATEHOUSE_HOME` or `~/.gatehouse`).
+    pub fn home(mut self, home: &Path) -> Self {
+        self.home = Some(home.to_owned());
+        self
+    }
+
+    /// A clock other than the system's (tests move time with a `ManualClock`).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A store other than the home's (e.g. one shared by tests).
+    pub fn store(mut self, store: SharedStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How many password hashes may run at once.
+    pub fn hasher_threads(mut self, n: usize) -> Self {
+        self.hasher_threads = Some(n);
+        self
+    }
+
+    /// Opens the store, starts the actors on the current actix system and
+    /// waits until they have loaded their state.
+    pub async fn build(self) -> Result<Gatehouse, StartError> {
+        let store = match self.store {
+            Some(s) => s,
+            None => {
+                if self.config.store.backend != config::StoreBackend::Sled {
+                    return Err(StartError::Backend);
+                }
+                let home = self.home.unwrap_or_else(|| home::default_home());
+                home::prepare(&home).map_err(|source| StartError::Home { path: home.clone(), source })?;
+                let dir = home.join("db");
+                let store = SledStore::open(&dir).map_err(|source| StartError::Store { path: dir.clone(), source })?;
+                home::restrict_dir(&dir).map_err(|source| StartError::Home { path: dir, source })?;
+                Arc::new(store) as SharedStore
+            }
+        };
+        let auth = &self.config.auth;
+        let actor_config = ActorConfig {
+            sweep_interval: self.config.store.sweep_interval,
+            check_interval: std::time::Duration::from_millis(250),
+            oauth_state_ttl: auth.oauth_state_ttl,
+            throttle: ThrottleConfig { max_failures: auth.max_login_failures, window: auth.login_failure_window },
+        };
+        let (supervisor, handles) = Supervisor::start(store, self.clock, actor_config).await?;
+        let state = AppState { handles, config: Arc::new(self.config), hasher: Hasher::new(self.hasher_threads) };
+        Ok(Gatehouse { data: actix_web::web::Data::new(state), supervisor })
+    }
+}
+
+/// Mounts Gatehouse's routes (each with its auth middleware and body limits).
+/// The app must carry the [`AppState`] from [`Gatehouse::data`] in `app_data`.
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    configure_with_limit(cfg, 1024 * 1024)
+}
+
+/// As [`configure`], with the auth/account/admin body limit given.
+pub fn configure_with_limit(cfg: &mut actix_web::web::ServiceConfig, body_limit: usize) {
+    http::routes(cfg, body_limit)
+}
+
+/// RFC 3339 in UTC, as every time in the API.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

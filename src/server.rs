@@ -1,0 +1,78 @@
+//! `gatehouse serve`: the HTTP server, the admin socket, and the start-up checks.
+
+use crate::config::Config;
+use crate::error::not_found;
+use crate::{admin_socket, configure_with_limit, Gatehouse};
+use actix_web::dev::Service;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpMessage, HttpServer};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+    #[error("refusing to listen on {0}: no authentication is configured. Add a user first (`gatehouse users add admin`) or listen on 127.0.0.1")]
+    OpenOnNetwork(String),
+    #[error("admin socket: {0}")]
+    Socket(std::io::Error),
+    #[error("http server on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Runs until the process is stopped. Prints `listening on http://ADDR` once bound.
+pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
+    let gh = Gatehouse::builder(config).home(home).build().await?;
+    let cfg = gh.config().clone();
+    let host = cfg.server.host.clone();
+    if gh.handles().user_view().is_empty() && !cfg.has_external_auth() && !is_loopback(&host) {
+        return Err(ServeError::OpenOnNetwork(host));
+    }
+    if gh.handles().user_view().is_empty() && !cfg.has_external_auth() {
+        if cfg.auth.allow_anonymous_local {
+            tracing::warn!("no users: running as a single local admin (auth.allow_anonymous_local)");
+        } else {
+            tracing::warn!("no users yet: add one with `gatehouse users add admin`");
+        }
+    }
+    admin_socket::serve(gh.data(), home).map_err(ServeError::Socket)?;
+    let data = gh.data();
+    let limit = cfg.server.max_body_bytes;
+    let addr = format!("{}:{}", host, cfg.server.port);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                let id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+                let fut = srv.call(req);
+                async move {
+                    let mut res = fut.await?;
+                    if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                    }
+                    Ok(res)
+                }
+            })
+            .wrap(TracingLogger::default())
+            .configure(|c| configure_with_limit(c, limit))
+            .default_service(web::to(not_found))
+    })
+    .client_request_timeout(std::time::Duration::from_secs(10))
+    .client_disconnect_timeout(std::time::Duration::from_secs(5))
+    .bind((host.as_str(), cfg.server.port))
+    .map_err(|source| ServeError::Http { addr: addr.clone(), source })?;
+    for a in server.addrs() {
+        println!("listening on http://{a}");
+    }
+    let _ = std::io::stdout().flush();
+    let result = server.run().await;
+    let _ = std::fs::remove_file(admin_socket::socket_path(home));
+    result.map_err(|source| ServeError::Http { addr, source })
+}
