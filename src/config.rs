@@ -62,7 +62,10 @@ impl<'de> Deserialize<'de> for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {} is not valid TOML: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
     #[error("unknown key `{0}`")]
@@ -74,7 +77,10 @@ pub enum ConfigError {
 }
 
 fn bad(key: impl Into<String>, message: impl fmt::Display) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.to_string() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
 }
 
 /// Parses `"500ms"`, `"90s"`, `"15m"`, `"24h"`, `"30d"` (also `ns`, `us`); a bare integer is seconds.
@@ -92,7 +98,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if num.is_empty() {
         return fail("expected a number followed by ms, s, m, h or d");
     }
-    let Ok(n) = num.parse::<u64>() else { return fail("too large") };
+    let Ok(n) = num.parse::<u64>() else {
+        return fail("too large");
+    };
     let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
     let d = match unit.trim() {
         "ns" => Some(Duration::from_nanos(n)),
@@ -288,8 +296,10 @@ where
     T::Err: fmt::Display,
 {
     let v = Value::deserialize(d)?;
-    let s = scalar_text(&v).ok_or_else(|| D::Error::custom(format!("expected a single value, found {v}")))?;
-    s.parse().map_err(|e| D::Error::custom(format!("invalid value {v}: {e}")))
+    let s = scalar_text(&v)
+        .ok_or_else(|| D::Error::custom(format!("expected a single value, found {v}")))?;
+    s.parse()
+        .map_err(|e| D::Error::custom(format!("invalid value {v}: {e}")))
 }
 
 /// A list of strings; a single string is split on commas (environment values).
@@ -298,10 +308,20 @@ fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, v)| scalar_text(v).ok_or_else(|| D::Error::custom(format!("[{i}]: expected a string, found {v}"))))
+            .map(|(i, v)| {
+                scalar_text(v)
+                    .ok_or_else(|| D::Error::custom(format!("[{i}]: expected a string, found {v}")))
+            })
             .collect(),
-        Value::String(s) => Ok(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
-        v => scalar_text(&v).map(|s| vec![s]).ok_or_else(|| D::Error::custom(format!("expected a list, found {v}"))),
+        Value::String(s) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()),
+        v => scalar_text(&v)
+            .map(|s| vec![s])
+            .ok_or_else(|| D::Error::custom(format!("expected a list, found {v}"))),
     }
 }
 
@@ -465,8 +485,9 @@ impl Config {
     /// Layers: built-in defaults, then `file` (must exist) or else `home/gatehouse.toml`
     /// if it exists, then `GATEHOUSE__SECTION__KEY` from the process environment.
     pub fn load(file: Option<&Path>, home: &Path) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> =
-            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+        let env: HashMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
         Self::load_with_env(file, home, &env)
     }
 
@@ -482,9 +503,14 @@ impl Config {
         };
         let user = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                toml::from_str::<toml::Table>(&text)
-                    .map_err(|e| ConfigError::Syntax { path: path.clone(), message: e.to_string().trim().to_string() })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.to_string().trim().to_string(),
+                })?;
                 Some(text)
             }
             None => None,
@@ -499,7 +525,8 @@ impl Config {
 
     /// The effective configuration as TOML, secrets shown as `***`.
     pub fn redacted_toml(&self) -> String {
-        toml::to_string(&self.redacted).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string(&self.redacted)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 
     /// The effective configuration as JSON, secrets shown as `***`.
@@ -518,11 +545,14 @@ fn build(user: Option<&str>, env: &HashMap<String, String>) -> Result<Config, Co
         .separator("__")
         .try_parsing(true)
         .list_separator(",")
-        .source(Some(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+        .source(Some(
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
     for key in LIST_KEYS {
         environment = environment.with_list_parse_key(key);
     }
-    let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    let mut builder =
+        config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
     if let Some(text) = user {
         builder = builder.add_source(File::from_str(text, FileFormat::Toml));
     }
@@ -534,7 +564,8 @@ fn build(user: Option<&str>, env: &HashMap<String, String>) -> Result<Config, Co
     expand_value(&mut value, &mut String::new(), env)?;
     let raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(serde_error)?;
     // Re-serialised from the raw structs so that per-entry defaults show too.
-    let mut effective = serde_json::to_value(&raw).map_err(|e| ConfigError::Merge(e.to_string()))?;
+    let mut effective =
+        serde_json::to_value(&raw).map_err(|e| ConfigError::Merge(e.to_string()))?;
     let mut config = validate(raw)?;
     redact(&mut effective, "");
     config.redacted = effective;
@@ -544,11 +575,26 @@ fn build(user: Option<&str>, env: &HashMap<String, String>) -> Result<Config, Co
 fn serde_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
     let path = e.path().to_string();
     let message = e.inner().to_string();
-    let quoted = |prefix: &str| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(String::from);
-    let join = |field: &str| if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(String::from)
+    };
+    let join = |field: &str| {
+        if path == "." || path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
     if let Some(field) = quoted("unknown field `") {
         // The path may or may not already end with the offending field.
-        let key = if path.rsplit('.').next() == Some(field.as_str()) { path.clone() } else { join(&field) };
+        let key = if path.rsplit('.').next() == Some(field.as_str()) {
+            path.clone()
+        } else {
+            join(&field)
+        };
         ConfigError::UnknownKey(key)
     } else if let Some(field) = quoted("missing field `") {
         bad(join(&field), "missing")
@@ -569,7 +615,9 @@ fn expand(s: &str, env: &HashMap<String, String>) -> Result<String, String> {
             out.push('$');
             rest = after;
         } else if let Some(braced) = after.strip_prefix('{') {
-            let end = braced.find('}').ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+            let end = braced
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
             let name = &braced[..end];
             if name.is_empty() || !name.chars().all(is_name) {
                 return Err(format!("bad variable name {name:?} in {s:?}"));
@@ -589,7 +637,11 @@ fn expand(s: &str, env: &HashMap<String, String>) -> Result<String, String> {
     Ok(out)
 }
 
-fn expand_value(v: &mut Value, path: &mut String, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+fn expand_value(
+    v: &mut Value,
+    path: &mut String,
+    env: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
     let len = path.len();
     match v {
         Value::String(s) => *s = expand(s, env).map_err(|e| bad(path.clone(), e))?,
@@ -630,11 +682,17 @@ fn redact(v: &mut Value, path: &str) {
         Value::Array(items) => items.iter_mut().for_each(|item| redact(item, path)),
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 let secret = is_secret_key(k) || child == "store.url";
                 match item {
                     Value::String(s) if secret && !s.is_empty() => *s = REDACTED.into(),
-                    Value::Number(_) | Value::Bool(_) if secret => *item = Value::String(REDACTED.into()),
+                    Value::Number(_) | Value::Bool(_) if secret => {
+                        *item = Value::String(REDACTED.into())
+                    }
                     _ => redact(item, &child),
                 }
             }
@@ -648,20 +706,29 @@ fn redact(v: &mut Value, path: &str) {
 fn duration(key: &str, s: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
     let d = parse_duration(s).map_err(|e| bad(key, e))?;
     if d.is_zero() && !allow_zero {
-        return Err(bad(key, format!("duration {s:?} must be greater than zero")));
+        return Err(bad(
+            key,
+            format!("duration {s:?} must be greater than zero"),
+        ));
     }
     Ok(d)
 }
 
 fn time_duration(key: &str, s: &str) -> Result<time::Duration, ConfigError> {
-    time::Duration::try_from(duration(key, s, false)?).map_err(|_| bad(key, format!("bad duration {s:?}: too large")))
+    time::Duration::try_from(duration(key, s, false)?)
+        .map_err(|_| bad(key, format!("bad duration {s:?}: too large")))
 }
 
 fn http_url(key: &str, s: &str) -> Result<String, ConfigError> {
     let s = s.trim();
-    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
     if rest.is_none_or(str::is_empty) {
-        return Err(bad(key, format!("{s:?} must start with http:// or https://")));
+        return Err(bad(
+            key,
+            format!("{s:?} must start with http:// or https://"),
+        ));
     }
     Ok(s.to_string())
 }
@@ -675,14 +742,25 @@ fn non_empty(key: &str, s: &str) -> Result<String, ConfigError> {
 
 /// Names of providers and OIDC providers appear in URLs and model names.
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(bad(key, format!("bad name {name:?}: use letters, digits, '-', '_' or '.'")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(bad(
+            key,
+            format!("bad name {name:?}: use letters, digits, '-', '_' or '.'"),
+        ));
     }
     Ok(())
 }
 
 fn lowercase(items: Vec<String>) -> Vec<String> {
-    items.into_iter().map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect()
+    items
+        .into_iter()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn at_least<T: PartialOrd + fmt::Display>(key: &str, v: T, min: T) -> Result<T, ConfigError> {
@@ -702,11 +780,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             let p = p.trim();
             p.parse::<IpNet>()
                 .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| bad(format!("server.trusted_proxies[{i}]"), format!("bad CIDR {p:?}")))
+                .map_err(|_| {
+                    bad(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("bad CIDR {p:?}"),
+                    )
+                })
         })
         .collect::<Result<_, _>>()?;
     if s.metrics_port != 0 && s.metrics_port == s.port {
-        return Err(bad("server.metrics_port", "must differ from server.port (0: serve /metrics on the main port)"));
+        return Err(bad(
+            "server.metrics_port",
+            "must differ from server.port (0: serve /metrics on the main port)",
+        ));
     }
     let server = ServerConfig {
         host: non_empty("server.host", &s.host)?,
@@ -721,10 +807,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let backend = match s_lower(&raw.store.backend).as_str() {
         "sled" => StoreBackend::Sled,
         "postgres" | "postgresql" => StoreBackend::Postgres,
-        other => return Err(bad("store.backend", format!("unknown backend {other:?} (expected sled or postgres)"))),
+        other => {
+            return Err(bad(
+                "store.backend",
+                format!("unknown backend {other:?} (expected sled or postgres)"),
+            ))
+        }
     };
     if backend == StoreBackend::Postgres && raw.store.url.trim().is_empty() {
-        return Err(bad("store.url", "required when store.backend = \"postgres\""));
+        return Err(bad(
+            "store.url",
+            "required when store.backend = \"postgres\"",
+        ));
     }
     let store = StoreConfig {
         backend,
@@ -738,9 +832,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         None
     } else {
         if g.client_secret.trim().is_empty() {
-            return Err(bad("auth.github.client_secret", "required when auth.github.client_id is set"));
+            return Err(bad(
+                "auth.github.client_secret",
+                "required when auth.github.client_id is set",
+            ));
         }
-        let users = g.allowed_users.iter().flat_map(|u| u.split(|c: char| c == ',' || c.is_whitespace()));
+        let users = g
+            .allowed_users
+            .iter()
+            .flat_map(|u| u.split(|c: char| c == ',' || c.is_whitespace()));
         Some(GithubConfig {
             client_id: g.client_id.trim().to_string(),
             client_secret: Secret::new(g.client_secret.trim()),
@@ -761,7 +861,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             issuer: http_url(&key("issuer"), &o.issuer)?,
             client_id: non_empty(&key("client_id"), &o.client_id)?,
             client_secret: Secret::new(o.client_secret.trim()),
-            scopes: o.scopes.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            scopes: o
+                .scopes
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             allowed_domains: lowercase(o.allowed_domains),
             allowed_groups: o.allowed_groups,
             groups_claim: non_empty(&key("groups_claim"), &o.groups_claim)?,
@@ -775,15 +880,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut bearer = Vec::new();
     for (i, b) in a.bearer.into_iter().enumerate() {
         let key = |k: &str| format!("auth.bearer[{i}].{k}");
-        let kind = match s_lower(&b.kind).as_str() {
-            "jwks" => BearerKind::Jwks,
-            "introspection" => BearerKind::Introspection,
-            "github" => BearerKind::Github,
-            "custom" => BearerKind::Custom,
-            other => {
-                return Err(bad(key("type"), format!("unknown type {other:?} (expected jwks, introspection, github or custom)")))
-            }
-        };
+        let kind =
+            match s_lower(&b.kind).as_str() {
+                "jwks" => BearerKind::Jwks,
+                "introspection" => BearerKind::Introspection,
+                "github" => BearerKind::Github,
+                "custom" => BearerKind::Custom,
+                other => return Err(bad(
+                    key("type"),
+                    format!(
+                        "unknown type {other:?} (expected jwks, introspection, github or custom)"
+                    ),
+                )),
+            };
         let (needed, value) = match kind {
             BearerKind::Jwks => ("jwks_uri", &b.jwks_uri),
             BearerKind::Introspection => ("url", &b.url),
@@ -791,12 +900,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             BearerKind::Custom => ("endpoint", &b.endpoint),
         };
         if value.trim().is_empty() {
-            return Err(bad(key(needed), format!("required for type = \"{}\"", s_lower(&b.kind))));
+            return Err(bad(
+                key(needed),
+                format!("required for type = \"{}\"", s_lower(&b.kind)),
+            ));
         }
         http_url(&key(needed), value)?;
         for (j, scope) in b.default_scopes.iter().enumerate() {
             if !matches!(scope.as_str(), "read" | "write" | "admin") {
-                return Err(bad(format!("{}[{j}]", key("default_scopes")), format!("unknown scope {scope:?} (expected read, write or admin)")));
+                return Err(bad(
+                    format!("{}[{j}]", key("default_scopes")),
+                    format!("unknown scope {scope:?} (expected read, write or admin)"),
+                ));
             }
         }
         bearer.push(BearerConfig {
@@ -836,7 +951,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let kind = match s_lower(&p.kind).as_str() {
             "openai" => ProviderKind::OpenAi,
             "anthropic" => ProviderKind::Anthropic,
-            other => return Err(bad(key("type"), format!("unknown type {other:?} (expected openai or anthropic)"))),
+            other => {
+                return Err(bad(
+                    key("type"),
+                    format!("unknown type {other:?} (expected openai or anthropic)"),
+                ))
+            }
         };
         let mut models = Vec::new();
         for (j, m) in p.models.iter().enumerate() {
@@ -844,7 +964,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let cfg = ProviderConfig {
             kind,
-            base_url: http_url(&key("base_url"), &p.base_url)?.trim_end_matches('/').to_string(),
+            base_url: http_url(&key("base_url"), &p.base_url)?
+                .trim_end_matches('/')
+                .to_string(),
             api_key: Secret::new(p.api_key.trim()),
             models,
             local: p.local,
@@ -868,16 +990,30 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .collect::<Result<Vec<_>, _>>()?;
         aliases.insert(name, targets);
     }
-    let models = ModelsConfig { default: raw.models.default.trim().to_string(), aliases };
+    let models = ModelsConfig {
+        default: raw.models.default.trim().to_string(),
+        aliases,
+    };
 
     let egress = EgressConfig {
         allow_private: raw.egress.allow_private,
         allow_hosts: lowercase(raw.egress.allow_hosts),
         deny_hosts: lowercase(raw.egress.deny_hosts),
     };
-    let tasks = TasksConfig { concurrency: at_least("tasks.concurrency", raw.tasks.concurrency, 1)? };
+    let tasks = TasksConfig {
+        concurrency: at_least("tasks.concurrency", raw.tasks.concurrency, 1)?,
+    };
 
-    Ok(Config { server, store, auth, providers, models, egress, tasks, redacted: Value::Null })
+    Ok(Config {
+        server,
+        store,
+        auth,
+        providers,
+        models,
+        egress,
+        tasks,
+        redacted: Value::Null,
+    })
 }
 
 fn s_lower(s: &str) -> String {
@@ -890,7 +1026,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Loads `body` as the user's `$GATEHOUSE_HOME/gatehouse.toml`.
@@ -907,9 +1046,15 @@ mod tests {
     #[test]
     fn defaults_have_documented_values() {
         let c = Config::defaults();
-        assert_eq!((c.server.host.as_str(), c.server.port, c.server.metrics_port), ("127.0.0.1", 8080, 0));
+        assert_eq!(
+            (c.server.host.as_str(), c.server.port, c.server.metrics_port),
+            ("127.0.0.1", 8080, 0)
+        );
         assert!(c.server.trusted_proxies.is_empty() && !c.server.secure_cookies);
-        assert_eq!((c.server.max_body_bytes, c.server.max_api_body_bytes), (1_048_576, 33_554_432));
+        assert_eq!(
+            (c.server.max_body_bytes, c.server.max_api_body_bytes),
+            (1_048_576, 33_554_432)
+        );
         assert_eq!(c.store.backend, StoreBackend::Sled);
         assert!(c.store.url.is_empty());
         assert_eq!(c.store.sweep_interval, Duration::from_secs(60));
@@ -922,8 +1067,21 @@ mod tests {
         assert!(c.auth.github.is_none() && c.auth.oidc.is_empty() && c.auth.bearer.is_empty());
         assert!(!c.has_external_auth());
         assert!(c.providers.is_empty());
-        assert_eq!(c.models, ModelsConfig { default: String::new(), aliases: BTreeMap::new() });
-        assert_eq!(c.egress, EgressConfig { allow_private: false, allow_hosts: vec![], deny_hosts: vec![] });
+        assert_eq!(
+            c.models,
+            ModelsConfig {
+                default: String::new(),
+                aliases: BTreeMap::new()
+            }
+        );
+        assert_eq!(
+            c.egress,
+            EgressConfig {
+                allow_private: false,
+                allow_hosts: vec![],
+                deny_hosts: vec![]
+            }
+        );
         assert_eq!(c.tasks.concurrency, 4);
     }
 
@@ -932,14 +1090,24 @@ mod tests {
         let c = load("[server]\nport = 9090\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[tasks]\nconcurrency = 2\n", &[]).unwrap();
         assert_eq!(c.server.port, 9090);
         assert_eq!(c.server.host, "127.0.0.1");
-        assert_eq!(c.server.trusted_proxies, vec!["10.0.0.0/8".parse::<IpNet>().unwrap(), "::1/128".parse().unwrap()]);
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
         assert_eq!(c.tasks.concurrency, 2);
     }
 
     #[test]
     fn explicit_file_is_used_and_must_exist() {
         let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("gatehouse.toml"), "[server]\nport = 1111\n").unwrap();
+        std::fs::write(
+            home.path().join("gatehouse.toml"),
+            "[server]\nport = 1111\n",
+        )
+        .unwrap();
         let other = home.path().join("other.toml");
         std::fs::write(&other, "[server]\nport = 2222\n").unwrap();
         let c = Config::load_with_env(Some(&other), home.path(), &HashMap::new()).unwrap();
@@ -950,7 +1118,13 @@ mod tests {
         assert!(e.to_string().contains("missing.toml"), "{e}");
         // No file at all in home: defaults.
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(Config::load_with_env(None, empty.path(), &HashMap::new()).unwrap().server.port, 8080);
+        assert_eq!(
+            Config::load_with_env(None, empty.path(), &HashMap::new())
+                .unwrap()
+                .server
+                .port,
+            8080
+        );
     }
 
     #[test]
@@ -963,15 +1137,23 @@ mod tests {
             ("GATEHOUSE__SERVER__TRUSTED_PROXIES", "10.0.0.0/8"),
             ("GATEHOUSE_HOME", "/ignored"),
         ];
-        let c = load("[server]\nport = 7000\n[auth]\nsession_ttl = \"2d\"\n", &vars).unwrap();
+        let c = load(
+            "[server]\nport = 7000\n[auth]\nsession_ttl = \"2d\"\n",
+            &vars,
+        )
+        .unwrap();
         assert_eq!(c.server.port, 9000);
         assert!(c.server.secure_cookies);
         assert_eq!(c.auth.session_ttl, time::Duration::hours(1));
         assert_eq!(c.egress.allow_hosts, vec!["a.example", "b.example"]);
         assert_eq!(c.server.trusted_proxies.len(), 1);
-        let e = load("", &[("GATEHOUSE__SERVER__PORT", "nine")]).unwrap_err().to_string();
+        let e = load("", &[("GATEHOUSE__SERVER__PORT", "nine")])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("server.port: invalid value"), "{e}");
-        let e = load("", &[("GATEHOUSE__SERVER__PROT", "1")]).unwrap_err().to_string();
+        let e = load("", &[("GATEHOUSE__SERVER__PROT", "1")])
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "unknown key `server.prot`");
     }
 
@@ -979,7 +1161,12 @@ mod tests {
     fn expands_variables() {
         let body = "[auth.github]\nclient_id = \"${GH_ID}-x\"\nclient_secret = \"$GH_SECRET\"\nallowed_orgs = [\"$ORG\"]\n\
                     [models]\ndefault = \"cost$$5 $UNSET|${UNSET}|\"\n";
-        let vars = [("GH_ID", "abc"), ("GH_SECRET", "s3cr$t"), ("ORG", "Acme"), ("GITHUB_USERS", "Alice, bob carol,,")];
+        let vars = [
+            ("GH_ID", "abc"),
+            ("GH_SECRET", "s3cr$t"),
+            ("ORG", "Acme"),
+            ("GITHUB_USERS", "Alice, bob carol,,"),
+        ];
         let c = load(body, &vars).unwrap();
         let gh = c.auth.github.as_ref().unwrap();
         assert_eq!(gh.client_id, "abc-x");
@@ -994,7 +1181,9 @@ mod tests {
 
     #[test]
     fn github_needs_a_secret() {
-        let e = load("", &[("GITHUB_CLIENT_ID", "id")]).unwrap_err().to_string();
+        let e = load("", &[("GITHUB_CLIENT_ID", "id")])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("auth.github.client_secret:"), "{e}");
     }
 
@@ -1002,8 +1191,14 @@ mod tests {
     fn unknown_keys_are_named() {
         assert_eq!(err("[server]\nprot = 1\n"), "unknown key `server.prot`");
         assert_eq!(err("[nope]\nx = 1\n"), "unknown key `nope`");
-        assert_eq!(err("[auth.github]\nclient_idd = \"x\"\n"), "unknown key `auth.github.client_idd`");
-        assert_eq!(err("[providers.x]\nbase_url = \"http://a\"\nfoo = 1\n"), "unknown key `providers.x.foo`");
+        assert_eq!(
+            err("[auth.github]\nclient_idd = \"x\"\n"),
+            "unknown key `auth.github.client_idd`"
+        );
+        assert_eq!(
+            err("[providers.x]\nbase_url = \"http://a\"\nfoo = 1\n"),
+            "unknown key `providers.x.foo`"
+        );
         assert_eq!(
             err("[[auth.bearer]]\ntype = \"jwks\"\njwks_uri = \"https://a/jwks\"\n[[auth.bearer]]\ntype = \"github\"\nbar = 2\n"),
             "unknown key `auth.bearer[1].bar`"
@@ -1013,9 +1208,15 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        assert_eq!(err("[auth]\nsession_ttl = \"3x\"\n"), "auth.session_ttl: bad duration \"3x\": unknown unit (use ms, s, m, h or d)");
+        assert_eq!(
+            err("[auth]\nsession_ttl = \"3x\"\n"),
+            "auth.session_ttl: bad duration \"3x\": unknown unit (use ms, s, m, h or d)"
+        );
         assert!(err("[store]\nsweep_interval = \"0s\"\n").starts_with("store.sweep_interval:"));
-        assert_eq!(err("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n"), "server.trusted_proxies[1]: bad CIDR \"10.0.0.0/99\"");
+        assert_eq!(
+            err("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n"),
+            "server.trusted_proxies[1]: bad CIDR \"10.0.0.0/99\""
+        );
         assert!(err("[server]\nport = 0\n").starts_with("server.port:"));
         assert!(err("[server]\nport = 70000\n").starts_with("server.port: invalid value 70000"));
         assert!(err("[server]\nmax_body_bytes = 10\n").starts_with("server.max_body_bytes:"));
@@ -1025,12 +1226,20 @@ mod tests {
         assert!(err("[auth]\nmax_login_failures = 0\n").starts_with("auth.max_login_failures:"));
         assert!(err("[tasks]\nconcurrency = 0\n").starts_with("tasks.concurrency:"));
         assert!(err("[providers.x]\nbase_url = \"ftp://a\"\n").starts_with("providers.x.base_url:"));
-        assert!(err("[providers.x]\ntype = \"cohere\"\nbase_url = \"http://a\"\n").starts_with("providers.x.type:"));
+        assert!(
+            err("[providers.x]\ntype = \"cohere\"\nbase_url = \"http://a\"\n")
+                .starts_with("providers.x.type:")
+        );
         assert!(err("[providers.\"a/b\"]\nbase_url = \"http://a\"\n").starts_with("providers.a/b:"));
         assert!(err("[models.aliases]\nfast = []\n").starts_with("models.aliases.fast:"));
-        assert_eq!(err("[[auth.bearer]]\njwks_uri = \"https://a\"\n"), "auth.bearer[0].type: missing");
+        assert_eq!(
+            err("[[auth.bearer]]\njwks_uri = \"https://a\"\n"),
+            "auth.bearer[0].type: missing"
+        );
         assert!(err("[[auth.bearer]]\ntype = \"jwks\"\n").starts_with("auth.bearer[0].jwks_uri:"));
-        assert!(err("[[auth.bearer]]\ntype = \"introspection\"\n").starts_with("auth.bearer[0].url:"));
+        assert!(
+            err("[[auth.bearer]]\ntype = \"introspection\"\n").starts_with("auth.bearer[0].url:")
+        );
         assert!(err("[[auth.bearer]]\ntype = \"custom\"\n").starts_with("auth.bearer[0].endpoint:"));
         let e = err("[[auth.bearer]]\ntype = \"github\"\ndefault_scopes = [\"read\", \"root\"]\n");
         assert!(e.starts_with("auth.bearer[0].default_scopes[1]:"), "{e}");
@@ -1047,14 +1256,23 @@ mod tests {
         let c = load(body, &[]).unwrap();
         let o = &c.auth.oidc["corp"];
         assert_eq!(o.scopes, vec!["openid", "email", "profile"]);
-        assert_eq!((o.groups_claim.as_str(), o.redirect_uri.as_str()), ("groups", ""));
+        assert_eq!(
+            (o.groups_claim.as_str(), o.redirect_uri.as_str()),
+            ("groups", "")
+        );
         let b = &c.auth.bearer[0];
         assert_eq!(b.kind, BearerKind::Jwks);
-        assert_eq!((b.key_recheck_period, b.cache_ttl), (Duration::from_secs(3600), Duration::from_secs(60)));
+        assert_eq!(
+            (b.key_recheck_period, b.cache_ttl),
+            (Duration::from_secs(3600), Duration::from_secs(60))
+        );
         assert_eq!(b.default_scopes, vec!["read", "write"]);
         assert_eq!(b.claims_mapping["groups"], "roles");
         let p = &c.providers["openai"];
-        assert_eq!((p.kind, p.base_url.as_str(), p.local), (ProviderKind::OpenAi, "https://api.openai.com/v1", false));
+        assert_eq!(
+            (p.kind, p.base_url.as_str(), p.local),
+            (ProviderKind::OpenAi, "https://api.openai.com/v1", false)
+        );
         assert_eq!(c.models.aliases["fast"].len(), 2);
         assert!(c.has_external_auth());
     }
@@ -1073,7 +1291,10 @@ mod tests {
             assert!(out.contains("***"), "{out}");
             assert!(!out.contains("SECRET"), "{out}");
         }
-        assert!(text.contains("token_url = \"https://github.com/login/oauth/access_token\""), "{text}");
+        assert!(
+            text.contains("token_url = \"https://github.com/login/oauth/access_token\""),
+            "{text}"
+        );
         assert!(text.contains("type = \"openai\""), "{text}");
         let back: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(back["providers"]["x"]["api_key"].as_str(), Some("***"));
@@ -1084,11 +1305,31 @@ mod tests {
 
     #[test]
     fn durations() {
-        let cases = [("500ms", 0, 500), ("90s", 90, 0), ("15m", 900, 0), ("24h", 86_400, 0), ("30d", 2_592_000, 0), ("42", 42, 0)];
+        let cases = [
+            ("500ms", 0, 500),
+            ("90s", 90, 0),
+            ("15m", 900, 0),
+            ("24h", 86_400, 0),
+            ("30d", 2_592_000, 0),
+            ("42", 42, 0),
+        ];
         for (s, secs, ms) in cases {
-            assert_eq!(parse_duration(s), Ok(Duration::from_secs(secs) + Duration::from_millis(ms)), "{s}");
+            assert_eq!(
+                parse_duration(s),
+                Ok(Duration::from_secs(secs) + Duration::from_millis(ms)),
+                "{s}"
+            );
         }
-        for s in ["", " ", "-5s", "3x", "h", "1.5h", "99999999999999999999s", "999999999999999999d"] {
+        for s in [
+            "",
+            " ",
+            "-5s",
+            "3x",
+            "h",
+            "1.5h",
+            "99999999999999999999s",
+            "999999999999999999d",
+        ] {
             assert!(parse_duration(s).is_err(), "{s:?}");
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");

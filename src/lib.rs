@@ -75,11 +75,12 @@ pub struct Builder {
     clock: SharedClock,
     store: Option<SharedStore>,
     hasher_threads: Option<usize>,
+    check_interval: std::time::Duration,
 }
 
 impl Gatehouse {
     pub fn builder(config: Config) -> Builder {
-        Builder { config, home: None, clock: Arc::new(SystemClock), store: None, hasher_threads: None }
+        Builder { config, home: None, clock: Arc::new(SystemClock), store: None, hasher_threads: None, check_interval: std::time::Duration::from_millis(250) }
     }
 
     /// The state to put in `App::app_data` (cheap to clone per worker).
@@ -125,6 +126,12 @@ impl Builder {
         self
     }
 
+    /// How often the supervisor looks for dead actors (default 250 ms).
+    pub fn supervise_every(mut self, every: std::time::Duration) -> Self {
+        self.check_interval = every;
+        self
+    }
+
     /// Opens the store, starts the actors on the current actix system and
     /// waits until they have loaded their state.
     pub async fn build(self) -> Result<Gatehouse, StartError> {
@@ -145,7 +152,7 @@ impl Builder {
         let auth = &self.config.auth;
         let actor_config = ActorConfig {
             sweep_interval: self.config.store.sweep_interval,
-            check_interval: std::time::Duration::from_millis(250),
+            check_interval: self.check_interval,
             oauth_state_ttl: auth.oauth_state_ttl,
             throttle: ThrottleConfig { max_failures: auth.max_login_failures, window: auth.login_failure_window },
         };

@@ -1,0 +1,99 @@
+use crate::helpers::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+
+#[actix_web::test]
+async fn cli_changes_hold_on_the_running_server_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    cli_ok(home.path(), &["users", "add", "admin", "--admin", "--password-stdin"], Some(PW));
+    let server = Server::start(home.path(), &[]);
+    let sock = home.path().join("admin.sock");
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(home.path()).unwrap().permissions().mode() & 0o777, 0o700);
+
+    // A user added while the server runs can sign in at once.
+    cli_ok(home.path(), &["users", "add", "bob", "--password-stdin"], Some(PW));
+    let c = client();
+    let login = c.post(format!("{}/auth/login", server.url)).json(&json!({"username": "bob", "password": PW})).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    assert_eq!(c.get(format!("{}/account/api/me", server.url)).send().await.unwrap().status(), 200);
+
+    // A lock ends the live session on its next request.
+    let out = cli(home.path(), &["users", "lock", "bob", "--reason", "on leave"], None);
+    assert!(out.status.success());
+    assert_eq!(c.get(format!("{}/account/api/me", server.url)).send().await.unwrap().status(), 401);
+    let listed = cli_ok(home.path(), &["users", "list"], None);
+    assert!(listed.lines().any(|l| l.starts_with("bob  -  created: ") && l.ends_with("  LOCKED: on leave")), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("admin  Admin  created: ") && !l.contains("LOCKED")), "{listed}");
+    cli_ok(home.path(), &["users", "unlock", "bob"], None);
+    let login = c.post(format!("{}/auth/login", server.url)).json(&json!({"username": "bob", "password": PW})).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+
+    // Removal ends sessions too.
+    cli_ok(home.path(), &["users", "remove", "bob"], None);
+    assert_eq!(c.get(format!("{}/account/api/me", server.url)).send().await.unwrap().status(), 401);
+    let out = cli(home.path(), &["users", "remove", "bob"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such user"));
+
+    // Re-adding resets the password and ends the sessions.
+    let login = c.post(format!("{}/auth/login", server.url)).json(&json!({"username": "admin", "password": PW})).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    cli_ok(home.path(), &["users", "add", "admin", "--password-stdin"], Some("a-new-admin-password"));
+    assert_eq!(c.get(format!("{}/account/api/me", server.url)).send().await.unwrap().status(), 401);
+
+    // Nothing secret reached the server's log.
+    let log = server.log();
+    assert!(log.contains("admin socket command"), "the log is captured");
+    assert!(!log.contains(PW) && !log.contains("a-new-admin-password"));
+    let token = session_token(&login).unwrap();
+    assert!(!log.contains(&token));
+}
+
+#[test]
+fn cli_refuses_bad_input_clearly() {
+    let home = tempfile::tempdir().unwrap();
+    let out = cli(home.path(), &["users", "add", "alice", "--password-stdin"], Some("short"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12"));
+    let out = cli(home.path(), &["users", "add", "../etc", "--password-stdin"], Some(PW));
+    assert!(!out.status.success());
+    // Without a TTY and without --password-stdin, it says what to do.
+    let out = cli(home.path(), &["users", "add", "alice"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
+    let out = cli(home.path(), &["users", "lock", "nobody"], None);
+    assert!(!out.status.success());
+    assert_eq!(cli_ok(home.path(), &["users", "list"], None), "");
+}
+
+#[test]
+fn serve_refuses_a_network_address_without_any_authentication() {
+    let home = tempfile::tempdir().unwrap();
+    let out = cli(home.path(), &["serve", "--host", "0.0.0.0", "--port", "0"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no authentication is configured") && err.contains("gatehouse users add"), "{err}");
+}
+
+#[test]
+fn home_flag_and_env_are_equivalent_and_global() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("nested/home");
+    let out = std::process::Command::new(bin())
+        .args(["users", "add", "zed", "--password-stdin", "--home"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(PW.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(cli_ok(&dir, &["users", "list"], None).starts_with("zed  -  created: "));
+}
