@@ -1,1 +1,168 @@
-fn main() {}
+//! The session check on the hot path, against baselines measured in the same
+//! run: a bare `HashMap` lookup, and the same check sent through the
+//! `SessionActor`'s mailbox. Also the password-hash paths.
+//!
+//! `cargo bench --bench auth_check`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gatehouse::password::Hasher;
+use gatehouse_actors::model::PasswordHash;
+use gatehouse_actors::session::{CreateSession, ValidateSession};
+use gatehouse_actors::store::{SharedStore, SledStore};
+use gatehouse_actors::users::{AddUser, ThrottleConfig};
+use gatehouse_actors::{ActorConfig, ActorHandles, Supervisor, SystemClock, TokenHash};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SESSIONS: usize = 10_000;
+
+struct Fixture {
+    _system: actix_rt::SystemRunner,
+    handles: ActorHandles,
+    tokens: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let system = actix_rt::System::new();
+    let store: SharedStore = Arc::new(SledStore::open(dir.path()).unwrap());
+    let config = ActorConfig {
+        sweep_interval: Duration::from_secs(3600),
+        check_interval: Duration::from_secs(3600),
+        oauth_state_ttl: time::Duration::minutes(10),
+        throttle: ThrottleConfig { max_failures: 5, window: time::Duration::minutes(15) },
+    };
+    let (handles, tokens) = system.block_on(async move {
+        let (_sup, handles) = Supervisor::start(store, Arc::new(SystemClock), config).await.unwrap();
+        let now = handles.now();
+        let add = AddUser { username: "bench".into(), password: None, admin: false, auth: "credentials".into(), reset_if_exists: false, now };
+        let (user, _) = handles.users().send(add).await.unwrap().unwrap();
+        let mut tokens = Vec::with_capacity(SESSIONS);
+        for _ in 0..SESSIONS {
+            let msg = CreateSession { user_id: user.id.clone(), via: "password".into(), ttl: time::Duration::days(1), ip: None, user_agent: None, now };
+            tokens.push(handles.sessions().send(msg).await.unwrap().unwrap().0);
+        }
+        (handles, tokens)
+    });
+    Fixture { _system: system, handles, tokens, _dir: dir }
+}
+
+fn session_check(c: &mut Criterion) {
+    let f = fixture();
+    let view = f.handles.session_view().clone();
+    let users = f.handles.user_view().clone();
+    let now = time::OffsetDateTime::now_utc();
+    let baseline: HashMap<TokenHash, usize> = f.tokens.iter().enumerate().map(|(i, t)| (TokenHash::of(t), i)).collect();
+    let hashes: Vec<TokenHash> = f.tokens.iter().map(|t| TokenHash::of(t)).collect();
+
+    let mut g = c.benchmark_group("session_check");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("baseline_hashmap_lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) % SESSIONS;
+            black_box(baseline.get(&hashes[i]))
+        })
+    });
+    g.bench_function("sha256_of_token", |b| {
+        b.iter(|| {
+            i = (i + 1) % SESSIONS;
+            black_box(TokenHash::of(&f.tokens[i]))
+        })
+    });
+    g.bench_function("snapshot_validate_with_hash_and_user", |b| {
+        b.iter(|| {
+            i = (i + 1) % SESSIONS;
+            let h = TokenHash::of(&f.tokens[i]);
+            let s = view.validate(&h, now).unwrap();
+            s.touch(now);
+            black_box(users.get(&s.record.user_id).unwrap())
+        })
+    });
+    g.bench_function("mailbox_validate", |b| {
+        let addr = f.handles.sessions();
+        b.iter_custom(|iters| {
+            f._system.block_on(async {
+                let start = Instant::now();
+                for k in 0..iters as usize {
+                    let h = hashes[k % SESSIONS];
+                    black_box(addr.send(ValidateSession { token_hash: h, now }).await.unwrap().unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+
+    // Two threads at once: the snapshot scales, one mailbox serialises.
+    let mut g = c.benchmark_group("session_check_2_threads");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("snapshot", 2), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2 {
+                    let (view, hashes) = (&view, &hashes);
+                    s.spawn(move || {
+                        for k in 0..(iters as usize / 2) {
+                            black_box(view.validate(&hashes[(k + t) % SESSIONS], now));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    g.bench_function(BenchmarkId::new("mailbox", 2), |b| {
+        let addr = f.handles.sessions();
+        b.iter_custom(|iters| {
+            // The actor runs on the system's thread, driven by block_on.
+            f._system.block_on(async {
+                let start = Instant::now();
+                let mut joins = Vec::new();
+                for t in 0..2 {
+                    let (addr, hashes) = (addr.clone(), hashes.clone());
+                    joins.push(std::thread::spawn(move || {
+                        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+                            for k in 0..(iters as usize / 2) {
+                                let h = hashes[(k + t) % SESSIONS];
+                                black_box(addr.send(ValidateSession { token_hash: h, now }).await.unwrap().unwrap());
+                            }
+                        })
+                    }));
+                }
+                while joins.iter().any(|j| !j.is_finished()) {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+fn password_hashes(c: &mut Criterion) {
+    let system = actix_rt::System::new();
+    let hasher = Hasher::new(Some(1));
+    let argon = system.block_on(hasher.hash("correct-horse-battery"));
+    let salt = "abcd";
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{salt}correct-horse-battery").as_bytes());
+    let legacy = PasswordHash::LegacySha256 { salt: salt.into(), hex: hex::encode(digest) };
+    let mut g = c.benchmark_group("password_verify");
+    g.sample_size(10);
+    g.bench_function("argon2id_owasp", |b| b.iter(|| system.block_on(hasher.verify("correct-horse-battery", Some(&argon)))));
+    g.bench_function("unknown_user_dummy", |b| b.iter(|| system.block_on(hasher.verify("correct-horse-battery", None))));
+    g.finish();
+    let mut g = c.benchmark_group("password_verify_fast");
+    g.bench_function("legacy_sha256_wrong", |b| {
+        // A wrong password: no Argon2id upgrade is computed.
+        b.iter(|| system.block_on(hasher.verify("wrong-horse-battery", Some(&legacy))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, session_check, password_hashes);
+criterion_main!(benches);

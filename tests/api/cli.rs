@@ -16,6 +16,7 @@ async fn cli_changes_hold_on_the_running_server_at_once() {
     let c = client();
     let login = c.post(format!("{}/auth/login", server.url)).json(&json!({"username": "bob", "password": PW})).send().await.unwrap();
     assert_eq!(login.status(), 200);
+    assert!(login.headers().get("x-request-id").is_some_and(|v| v.len() >= 16));
     assert_eq!(c.get(format!("{}/account/api/me", server.url)).send().await.unwrap().status(), 200);
 
     // A lock ends the live session on its next request.
@@ -46,6 +47,8 @@ async fn cli_changes_hold_on_the_running_server_at_once() {
     let log = server.log();
     assert!(log.contains("admin socket command"), "the log is captured");
     assert!(!log.contains(PW) && !log.contains("a-new-admin-password"));
+    assert!(!log.contains("$argon2id$"), "no hash in the log");
+    assert!(log.contains("request_id"), "requests are logged with their id");
     let token = session_token(&login).unwrap();
     assert!(!log.contains(&token));
 }

@@ -119,3 +119,43 @@ async fn session_tokens_and_passwords_never_reach_the_data_files() {
     let digest = hex::encode(gatehouse_actors::TokenHash::of(&tokens[0]).0);
     assert!(contains(&bytes, digest.as_bytes()));
 }
+
+#[actix_web::test]
+async fn the_sweep_timer_runs_by_itself() {
+    let app = spawn_with(|c| {
+        c.store.sweep_interval = std::time::Duration::from_millis(100);
+        c.auth.session_ttl = Duration::hours(1);
+    })
+    .await;
+    app.add_user("hal", PW, false).await;
+    app.login("hal", PW).await;
+    let h = app.state().handles.clone();
+    let state = h
+        .oauth()
+        .send(gatehouse_actors::oauth::CreateState {
+            provider: "github".into(),
+            browser: gatehouse_actors::TokenHash::of("b"),
+            pkce_verifier: "v".into(),
+            nonce: None,
+            next: None,
+            now: h.now(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    app.clock.advance(Duration::hours(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sessions = h.store().load_sessions().await.unwrap();
+        let taken = h.store().take_oauth_state(&state.state).await.unwrap();
+        if sessions.is_empty() && taken.is_none() && h.session_view().is_empty() {
+            break;
+        }
+        if let Some(s) = taken {
+            // Put it back: only the sweep may remove it.
+            h.store().insert_oauth_state(s).await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the sweep timer never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
