@@ -1,0 +1,209 @@
+//! The merged settings as deserialised: strict about unknown keys, tolerant about
+//! scalar types (environment values arrive as strings).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{Deserializer, Error as _};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A scalar as text: environment values may arrive as strings, numbers or bools.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Any scalar, parsed with `FromStr` (so `"9000"` and `9000` both give a port).
+fn lenient<'de, D: Deserializer<'de>, T: FromStr>(d: D) -> Result<T, D::Error>
+where
+    T::Err: fmt::Display,
+{
+    let v = Value::deserialize(d)?;
+    let s = scalar_text(&v)
+        .ok_or_else(|| D::Error::custom(format!("expected a single value, found {v}")))?;
+    s.parse()
+        .map_err(|e| D::Error::custom(format!("invalid value {v}: {e}")))
+}
+
+/// A list of strings; a single string is split on commas (environment values).
+fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                scalar_text(v)
+                    .ok_or_else(|| D::Error::custom(format!("[{i}]: expected a string, found {v}")))
+            })
+            .collect(),
+        Value::String(s) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()),
+        v => scalar_text(&v)
+            .map(|s| vec![s])
+            .ok_or_else(|| D::Error::custom(format!("expected a list, found {v}"))),
+    }
+}
+
+macro_rules! raw {
+    ($name:ident { $($field:ident $(as $rename:literal)? : $ty:ty = $with:literal $(, default $def:literal)?;)* }) => {
+        #[derive(Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $(
+                #[serde(deserialize_with = $with $(, rename = $rename)? $(, default = $def)?)]
+                pub(super) $field: $ty,
+            )*
+        }
+    };
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) server: RawServer,
+    pub(super) store: RawStore,
+    pub(super) auth: RawAuth,
+    #[serde(default)]
+    pub(super) providers: BTreeMap<String, RawProvider>,
+    pub(super) models: RawModels,
+    pub(super) egress: RawEgress,
+    pub(super) tasks: RawTasks,
+}
+
+raw!(RawServer {
+    host: String = "lenient";
+    port: u16 = "lenient";
+    trusted_proxies: Vec<String> = "strings";
+    secure_cookies: bool = "lenient";
+    max_body_bytes: usize = "lenient";
+    max_api_body_bytes: usize = "lenient";
+    metrics_port: u16 = "lenient";
+});
+
+raw!(RawStore {
+    backend: String = "lenient";
+    url: String = "lenient";
+    sweep_interval: String = "lenient";
+});
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    #[serde(deserialize_with = "lenient")]
+    pub(super) allow_anonymous_local: bool,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) session_ttl: String,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) oauth_session_ttl: String,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) oauth_state_ttl: String,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) max_login_failures: u32,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) login_failure_window: String,
+    pub(super) github: RawGithub,
+    #[serde(default)]
+    pub(super) oidc: BTreeMap<String, RawOidc>,
+    #[serde(default)]
+    pub(super) bearer: Vec<RawBearer>,
+}
+
+raw!(RawGithub {
+    client_id: String = "lenient";
+    client_secret: String = "lenient";
+    redirect_uri: String = "lenient";
+    allowed_users: Vec<String> = "strings";
+    allowed_orgs: Vec<String> = "strings";
+    admin_users: Vec<String> = "strings";
+    authorize_url: String = "lenient";
+    token_url: String = "lenient";
+    api_base_url: String = "lenient";
+});
+
+raw!(RawOidc {
+    issuer: String = "lenient", default "String::new";
+    client_id: String = "lenient", default "String::new";
+    client_secret: String = "lenient", default "String::new";
+    scopes: Vec<String> = "strings", default "default_oidc_scopes";
+    allowed_domains: Vec<String> = "strings", default "Vec::new";
+    allowed_groups: Vec<String> = "strings", default "Vec::new";
+    groups_claim: String = "lenient", default "default_groups_claim";
+    redirect_uri: String = "lenient", default "String::new";
+});
+
+raw!(RawBearer {
+    kind as "type": String = "lenient";
+    issuer: String = "lenient", default "String::new";
+    audience: String = "lenient", default "String::new";
+    jwks_uri: String = "lenient", default "String::new";
+    key_recheck_period: String = "lenient", default "default_recheck";
+    claims_mapping: BTreeMap<String, String> = "BTreeMap::deserialize", default "BTreeMap::new";
+    default_scopes: Vec<String> = "strings", default "default_scopes";
+    cache_ttl: String = "lenient", default "default_cache_ttl";
+    url: String = "lenient", default "String::new";
+    client_id: String = "lenient", default "String::new";
+    client_secret: String = "lenient", default "String::new";
+    send_secret_in_body: bool = "lenient", default "bool::default";
+    api_base_url: String = "lenient", default "default_github_api";
+    endpoint: String = "lenient", default "String::new";
+    ca_file: String = "lenient", default "String::new";
+});
+
+raw!(RawProvider {
+    kind as "type": String = "lenient", default "default_provider_type";
+    base_url: String = "lenient", default "String::new";
+    api_key: String = "lenient", default "String::new";
+    models: Vec<String> = "strings", default "Vec::new";
+    local: bool = "lenient", default "bool::default";
+});
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawModels {
+    #[serde(deserialize_with = "lenient")]
+    pub(super) default: String,
+    #[serde(default)]
+    pub(super) aliases: BTreeMap<String, Vec<String>>,
+}
+
+raw!(RawEgress {
+    allow_private: bool = "lenient";
+    allow_hosts: Vec<String> = "strings";
+    deny_hosts: Vec<String> = "strings";
+});
+
+raw!(RawTasks {
+    concurrency: u32 = "lenient";
+});
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_recheck() -> String {
+    "1h".into()
+}
+fn default_scopes() -> Vec<String> {
+    vec!["read".into(), "write".into()]
+}
+fn default_cache_ttl() -> String {
+    "60s".into()
+}
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_provider_type() -> String {
+    "openai".into()
+}

@@ -1,0 +1,334 @@
+//! Raw settings to typed settings: every string becomes a `Duration`, URL, CIDR or
+//! enum here, and every error names the offending key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::raw::RawConfig;
+use super::{
+    bad, parse_duration, AuthConfig, BearerConfig, BearerKind, Config, ConfigError, EgressConfig,
+    GithubConfig, ModelsConfig, OidcConfig, ProviderConfig, ProviderKind, Secret, ServerConfig,
+    StoreBackend, StoreConfig, TasksConfig,
+};
+
+fn duration(key: &str, s: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
+    let d = parse_duration(s).map_err(|e| bad(key, e))?;
+    if d.is_zero() && !allow_zero {
+        return Err(bad(
+            key,
+            format!("duration {s:?} must be greater than zero"),
+        ));
+    }
+    Ok(d)
+}
+
+fn time_duration(key: &str, s: &str) -> Result<time::Duration, ConfigError> {
+    time::Duration::try_from(duration(key, s, false)?)
+        .map_err(|_| bad(key, format!("bad duration {s:?}: too large")))
+}
+
+fn http_url(key: &str, s: &str) -> Result<String, ConfigError> {
+    let s = s.trim();
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    if rest.is_none_or(str::is_empty) {
+        return Err(bad(
+            key,
+            format!("{s:?} must start with http:// or https://"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn non_empty(key: &str, s: &str) -> Result<String, ConfigError> {
+    match s.trim() {
+        "" => Err(bad(key, "must not be empty")),
+        t => Ok(t.to_string()),
+    }
+}
+
+/// Names of providers and OIDC providers appear in URLs and model names.
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(bad(
+            key,
+            format!("bad name {name:?}: use letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(())
+}
+
+fn lowercase(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn at_least<T: PartialOrd + fmt::Display>(key: &str, v: T, min: T) -> Result<T, ConfigError> {
+    if v < min {
+        return Err(bad(key, format!("must be at least {min}, got {v}")));
+    }
+    Ok(v)
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let s = raw.server;
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = p.trim();
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    bad(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("bad CIDR {p:?}"),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    if s.metrics_port != 0 && s.metrics_port == s.port {
+        return Err(bad(
+            "server.metrics_port",
+            "must differ from server.port (0: serve /metrics on the main port)",
+        ));
+    }
+    let server = ServerConfig {
+        host: non_empty("server.host", &s.host)?,
+        port: at_least("server.port", s.port, 1)?,
+        trusted_proxies,
+        secure_cookies: s.secure_cookies,
+        max_body_bytes: at_least("server.max_body_bytes", s.max_body_bytes, 1024)?,
+        max_api_body_bytes: at_least("server.max_api_body_bytes", s.max_api_body_bytes, 1024)?,
+        metrics_port: s.metrics_port,
+    };
+
+    let backend = match s_lower(&raw.store.backend).as_str() {
+        "sled" => StoreBackend::Sled,
+        "postgres" | "postgresql" => StoreBackend::Postgres,
+        other => {
+            return Err(bad(
+                "store.backend",
+                format!("unknown backend {other:?} (expected sled or postgres)"),
+            ))
+        }
+    };
+    if backend == StoreBackend::Postgres && raw.store.url.trim().is_empty() {
+        return Err(bad(
+            "store.url",
+            "required when store.backend = \"postgres\"",
+        ));
+    }
+    let store = StoreConfig {
+        backend,
+        url: Secret::new(raw.store.url.trim()),
+        sweep_interval: duration("store.sweep_interval", &raw.store.sweep_interval, false)?,
+    };
+
+    let a = raw.auth;
+    let g = a.github;
+    let github = if g.client_id.trim().is_empty() {
+        None
+    } else {
+        if g.client_secret.trim().is_empty() {
+            return Err(bad(
+                "auth.github.client_secret",
+                "required when auth.github.client_id is set",
+            ));
+        }
+        let users = g
+            .allowed_users
+            .iter()
+            .flat_map(|u| u.split(|c: char| c == ',' || c.is_whitespace()));
+        Some(GithubConfig {
+            client_id: g.client_id.trim().to_string(),
+            client_secret: Secret::new(g.client_secret.trim()),
+            redirect_uri: http_url("auth.github.redirect_uri", &g.redirect_uri)?,
+            allowed_users: lowercase(users.map(String::from).collect()),
+            allowed_orgs: lowercase(g.allowed_orgs),
+            admin_users: lowercase(g.admin_users),
+            authorize_url: http_url("auth.github.authorize_url", &g.authorize_url)?,
+            token_url: http_url("auth.github.token_url", &g.token_url)?,
+            api_base_url: http_url("auth.github.api_base_url", &g.api_base_url)?,
+        })
+    };
+    let mut oidc = BTreeMap::new();
+    for (name, o) in a.oidc {
+        let key = |k: &str| format!("auth.oidc.{name}.{k}");
+        check_name(&format!("auth.oidc.{name}"), &name)?;
+        let cfg = OidcConfig {
+            issuer: http_url(&key("issuer"), &o.issuer)?,
+            client_id: non_empty(&key("client_id"), &o.client_id)?,
+            client_secret: Secret::new(o.client_secret.trim()),
+            scopes: o
+                .scopes
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            allowed_domains: lowercase(o.allowed_domains),
+            allowed_groups: o.allowed_groups,
+            groups_claim: non_empty(&key("groups_claim"), &o.groups_claim)?,
+            redirect_uri: match o.redirect_uri.trim() {
+                "" => String::new(),
+                uri => http_url(&key("redirect_uri"), uri)?,
+            },
+        };
+        oidc.insert(name, cfg);
+    }
+    let mut bearer = Vec::new();
+    for (i, b) in a.bearer.into_iter().enumerate() {
+        let key = |k: &str| format!("auth.bearer[{i}].{k}");
+        let kind = match s_lower(&b.kind).as_str() {
+            "jwks" => BearerKind::Jwks,
+            "introspection" => BearerKind::Introspection,
+            "github" => BearerKind::Github,
+            "custom" => BearerKind::Custom,
+            other => {
+                return Err(bad(
+                    key("type"),
+                    format!(
+                        "unknown type {other:?} (expected jwks, introspection, github or custom)"
+                    ),
+                ))
+            }
+        };
+        let (needed, value) = match kind {
+            BearerKind::Jwks => ("jwks_uri", &b.jwks_uri),
+            BearerKind::Introspection => ("url", &b.url),
+            BearerKind::Github => ("api_base_url", &b.api_base_url),
+            BearerKind::Custom => ("endpoint", &b.endpoint),
+        };
+        if value.trim().is_empty() {
+            return Err(bad(
+                key(needed),
+                format!("required for type = \"{}\"", s_lower(&b.kind)),
+            ));
+        }
+        http_url(&key(needed), value)?;
+        for (j, scope) in b.default_scopes.iter().enumerate() {
+            if !matches!(scope.as_str(), "read" | "write" | "admin") {
+                return Err(bad(
+                    format!("{}[{j}]", key("default_scopes")),
+                    format!("unknown scope {scope:?} (expected read, write or admin)"),
+                ));
+            }
+        }
+        bearer.push(BearerConfig {
+            kind,
+            issuer: b.issuer.trim().to_string(),
+            audience: b.audience.trim().to_string(),
+            jwks_uri: b.jwks_uri.trim().to_string(),
+            key_recheck_period: duration(&key("key_recheck_period"), &b.key_recheck_period, false)?,
+            claims_mapping: b.claims_mapping,
+            default_scopes: b.default_scopes,
+            cache_ttl: duration(&key("cache_ttl"), &b.cache_ttl, true)?,
+            url: b.url.trim().to_string(),
+            client_id: b.client_id.trim().to_string(),
+            client_secret: Secret::new(b.client_secret.trim()),
+            send_secret_in_body: b.send_secret_in_body,
+            api_base_url: b.api_base_url.trim().to_string(),
+            endpoint: b.endpoint.trim().to_string(),
+            ca_file: b.ca_file.trim().to_string(),
+        });
+    }
+    let auth = AuthConfig {
+        allow_anonymous_local: a.allow_anonymous_local,
+        session_ttl: time_duration("auth.session_ttl", &a.session_ttl)?,
+        oauth_session_ttl: time_duration("auth.oauth_session_ttl", &a.oauth_session_ttl)?,
+        oauth_state_ttl: time_duration("auth.oauth_state_ttl", &a.oauth_state_ttl)?,
+        max_login_failures: at_least("auth.max_login_failures", a.max_login_failures, 1)?,
+        login_failure_window: time_duration("auth.login_failure_window", &a.login_failure_window)?,
+        github,
+        oidc,
+        bearer,
+    };
+
+    let mut providers = BTreeMap::new();
+    for (name, p) in raw.providers {
+        let key = |k: &str| format!("providers.{name}.{k}");
+        check_name(&format!("providers.{name}"), &name)?;
+        let kind = match s_lower(&p.kind).as_str() {
+            "openai" => ProviderKind::OpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            other => {
+                return Err(bad(
+                    key("type"),
+                    format!("unknown type {other:?} (expected openai or anthropic)"),
+                ))
+            }
+        };
+        let mut models = Vec::new();
+        for (j, m) in p.models.iter().enumerate() {
+            models.push(non_empty(&format!("{}[{j}]", key("models")), m)?);
+        }
+        let cfg = ProviderConfig {
+            kind,
+            base_url: http_url(&key("base_url"), &p.base_url)?
+                .trim_end_matches('/')
+                .to_string(),
+            api_key: Secret::new(p.api_key.trim()),
+            models,
+            local: p.local,
+        };
+        providers.insert(name, cfg);
+    }
+
+    let mut aliases = BTreeMap::new();
+    for (name, targets) in raw.models.aliases {
+        let key = format!("models.aliases.{name}");
+        if name.trim().is_empty() {
+            return Err(bad("models.aliases", "alias names must not be empty"));
+        }
+        if targets.is_empty() {
+            return Err(bad(key, "must name at least one model"));
+        }
+        let targets = targets
+            .iter()
+            .enumerate()
+            .map(|(j, t)| non_empty(&format!("{key}[{j}]"), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        aliases.insert(name, targets);
+    }
+    let models = ModelsConfig {
+        default: raw.models.default.trim().to_string(),
+        aliases,
+    };
+
+    let egress = EgressConfig {
+        allow_private: raw.egress.allow_private,
+        allow_hosts: lowercase(raw.egress.allow_hosts),
+        deny_hosts: lowercase(raw.egress.deny_hosts),
+    };
+    let tasks = TasksConfig {
+        concurrency: at_least("tasks.concurrency", raw.tasks.concurrency, 1)?,
+    };
+
+    Ok(Config {
+        server,
+        store,
+        auth,
+        providers,
+        models,
+        egress,
+        tasks,
+        redacted: Value::Null,
+    })
+}
+
+fn s_lower(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
+}
