@@ -147,7 +147,7 @@ fn session_check(c: &mut Criterion) {
 fn password_hashes(c: &mut Criterion) {
     let system = actix_rt::System::new();
     let hasher = Hasher::new(Some(1));
-    let argon = system.block_on(hasher.hash("correct-horse-battery"));
+    let argon = system.block_on(hasher.hash("correct-horse-battery")).unwrap();
     let salt = "abcd";
     let digest = ring::digest::digest(&ring::digest::SHA256, format!("{salt}correct-horse-battery").as_bytes());
     let legacy = PasswordHash::LegacySha256 { salt: salt.into(), hex: hex::encode(digest) };

@@ -80,7 +80,7 @@ pub async fn add_user(
 ) -> Result<(UserRecord, bool), ApiError> {
     check_username(username)?;
     check_strength(password).map_err(|m| ApiError::unprocessable("weak_password", m))?;
-    let hash = state.hasher.hash(password).await;
+    let hash = state.hasher.hash(password).await?;
     let msg = AddUser {
         username: username.to_owned(),
         password: Some(hash),
@@ -144,7 +144,7 @@ pub async fn set_password(
     keep: Option<gatehouse_actors::TokenHash>,
 ) -> Result<UserRecord, ApiError> {
     check_strength(password).map_err(|m| ApiError::unprocessable("weak_password", m))?;
-    let hash: PasswordHash = state.hasher.hash(password).await;
+    let hash: PasswordHash = state.hasher.hash(password).await?;
     let end = keep.map_or(EndSessions::All, EndSessions::AllBut);
     let msg = ChangeUser { user, change: UserChange::Password(hash), end: Some(end) };
     let (user, ended) = state.handles.users().send(msg).await??;

@@ -44,7 +44,7 @@ pub async fn change_password(
     check_strength(&body.new).map_err(|m| ApiError::unprocessable("weak_password", m))?;
     let stored = current.password.as_ref().ok_or_else(|| ApiError::forbidden("no_password", "this account has no password"))?;
     let ok = body.current.len() <= crate::password::MAX_PASSWORD_LEN
-        && state.hasher.verify(&body.current, Some(stored)).await.ok;
+        && state.hasher.verify(&body.current, Some(stored)).await?.ok;
     if !ok {
         let fail = FinishLogin { username: user.username.clone(), user_id: None, password_ok: false, upgrade: None, ip, now };
         let _ = state.handles.users().send(fail).await?;

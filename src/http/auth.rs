@@ -65,7 +65,7 @@ pub async fn login(
     let stored = candidate.as_ref().and_then(|u| u.password.as_ref());
     let plausible = password.len() <= MAX_PASSWORD_LEN && username.len() <= 256;
     let checked = if plausible { password.as_str() } else { "" };
-    let verified = state.hasher.verify(checked, stored.filter(|_| plausible)).await;
+    let verified = state.hasher.verify(checked, stored.filter(|_| plausible)).await?;
     let finish = FinishLogin {
         username,
         user_id: candidate.as_ref().map(|u| u.id.clone()),
