@@ -33,21 +33,45 @@ fn fixture() -> Fixture {
         sweep_interval: Duration::from_secs(3600),
         check_interval: Duration::from_secs(3600),
         oauth_state_ttl: time::Duration::minutes(10),
-        throttle: ThrottleConfig { max_failures: 5, window: time::Duration::minutes(15) },
+        throttle: ThrottleConfig {
+            max_failures: 5,
+            window: time::Duration::minutes(15),
+        },
     };
     let (handles, tokens) = system.block_on(async move {
-        let (_sup, handles) = Supervisor::start(store, Arc::new(SystemClock), config).await.unwrap();
+        let (_sup, handles) = Supervisor::start(store, Arc::new(SystemClock), config)
+            .await
+            .unwrap();
         let now = handles.now();
-        let add = AddUser { username: "bench".into(), password: None, admin: false, auth: "credentials".into(), reset_if_exists: false, now };
+        let add = AddUser {
+            username: "bench".into(),
+            password: None,
+            admin: false,
+            auth: "credentials".into(),
+            reset_if_exists: false,
+            now,
+        };
         let (user, _) = handles.users().send(add).await.unwrap().unwrap();
         let mut tokens = Vec::with_capacity(SESSIONS);
         for _ in 0..SESSIONS {
-            let msg = CreateSession { user_id: user.id.clone(), via: "password".into(), ttl: time::Duration::days(1), ip: None, user_agent: None, now };
+            let msg = CreateSession {
+                user_id: user.id.clone(),
+                via: "password".into(),
+                ttl: time::Duration::days(1),
+                ip: None,
+                user_agent: None,
+                now,
+            };
             tokens.push(handles.sessions().send(msg).await.unwrap().unwrap().0);
         }
         (handles, tokens)
     });
-    Fixture { _system: system, handles, tokens, _dir: dir }
+    Fixture {
+        _system: system,
+        handles,
+        tokens,
+        _dir: dir,
+    }
 }
 
 fn session_check(c: &mut Criterion) {
@@ -55,7 +79,12 @@ fn session_check(c: &mut Criterion) {
     let view = f.handles.session_view().clone();
     let users = f.handles.user_view().clone();
     let now = time::OffsetDateTime::now_utc();
-    let baseline: HashMap<TokenHash, usize> = f.tokens.iter().enumerate().map(|(i, t)| (TokenHash::of(t), i)).collect();
+    let baseline: HashMap<TokenHash, usize> = f
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (TokenHash::of(t), i))
+        .collect();
     let hashes: Vec<TokenHash> = f.tokens.iter().map(|t| TokenHash::of(t)).collect();
 
     let mut g = c.benchmark_group("session_check");
@@ -89,7 +118,12 @@ fn session_check(c: &mut Criterion) {
                 let start = Instant::now();
                 for k in 0..iters as usize {
                     let h = hashes[k % SESSIONS];
-                    black_box(addr.send(ValidateSession { token_hash: h, now }).await.unwrap().unwrap());
+                    black_box(
+                        addr.send(ValidateSession { token_hash: h, now })
+                            .await
+                            .unwrap()
+                            .unwrap(),
+                    );
                 }
                 start.elapsed()
             })
@@ -126,12 +160,20 @@ fn session_check(c: &mut Criterion) {
                 for t in 0..2 {
                     let (addr, hashes) = (addr.clone(), hashes.clone());
                     joins.push(std::thread::spawn(move || {
-                        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-                            for k in 0..(iters as usize / 2) {
-                                let h = hashes[(k + t) % SESSIONS];
-                                black_box(addr.send(ValidateSession { token_hash: h, now }).await.unwrap().unwrap());
-                            }
-                        })
+                        tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .unwrap()
+                            .block_on(async {
+                                for k in 0..(iters as usize / 2) {
+                                    let h = hashes[(k + t) % SESSIONS];
+                                    black_box(
+                                        addr.send(ValidateSession { token_hash: h, now })
+                                            .await
+                                            .unwrap()
+                                            .unwrap(),
+                                    );
+                                }
+                            })
                     }));
                 }
                 while joins.iter().any(|j| !j.is_finished()) {
@@ -147,14 +189,26 @@ fn session_check(c: &mut Criterion) {
 fn password_hashes(c: &mut Criterion) {
     let system = actix_rt::System::new();
     let hasher = Hasher::new(Some(1));
-    let argon = system.block_on(hasher.hash("correct-horse-battery")).unwrap();
+    let argon = system
+        .block_on(hasher.hash("correct-horse-battery"))
+        .unwrap();
     let salt = "abcd";
-    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{salt}correct-horse-battery").as_bytes());
-    let legacy = PasswordHash::LegacySha256 { salt: salt.into(), hex: hex::encode(digest) };
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{salt}correct-horse-battery").as_bytes(),
+    );
+    let legacy = PasswordHash::LegacySha256 {
+        salt: salt.into(),
+        hex: hex::encode(digest),
+    };
     let mut g = c.benchmark_group("password_verify");
     g.sample_size(10);
-    g.bench_function("argon2id_owasp", |b| b.iter(|| system.block_on(hasher.verify("correct-horse-battery", Some(&argon)))));
-    g.bench_function("unknown_user_dummy", |b| b.iter(|| system.block_on(hasher.verify("correct-horse-battery", None))));
+    g.bench_function("argon2id_owasp", |b| {
+        b.iter(|| system.block_on(hasher.verify("correct-horse-battery", Some(&argon))))
+    });
+    g.bench_function("unknown_user_dummy", |b| {
+        b.iter(|| system.block_on(hasher.verify("correct-horse-battery", None)))
+    });
     g.finish();
     let mut g = c.benchmark_group("password_verify_fast");
     g.bench_function("legacy_sha256_wrong", |b| {

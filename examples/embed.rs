@@ -12,7 +12,8 @@ use gatehouse::Gatehouse;
 
 /// The product's own route, behind Gatehouse's sign-in.
 async fn hello(principal: Principal) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"hello": principal.username, "roles": principal.roles}))
+    HttpResponse::Ok()
+        .json(serde_json::json!({"hello": principal.username, "roles": principal.roles}))
 }
 
 async fn admin_only(principal: Principal) -> HttpResponse {
@@ -21,7 +22,11 @@ async fn admin_only(principal: Principal) -> HttpResponse {
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = std::env::args().nth(1).map(|p| p.parse()).transpose()?.unwrap_or(8090);
+    let port: u16 = std::env::args()
+        .nth(1)
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or(8090);
     let home = gatehouse::home::default_home();
     let config = Config::load(None, &home)?;
     let gh = Gatehouse::builder(config).home(&home).build().await?;
@@ -38,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 web::scope("/product")
                     .wrap(Authenticate)
                     .route("/hello", web::get().to(hello))
-                    .service(web::scope("/admin").wrap(RequireScope(Scope::Admin)).route("", web::get().to(admin_only))),
+                    .service(
+                        web::scope("/admin")
+                            .wrap(RequireScope(Scope::Admin))
+                            .route("", web::get().to(admin_only)),
+                    ),
             )
     })
     .bind(("127.0.0.1", port))?;

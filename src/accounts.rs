@@ -26,7 +26,11 @@ pub struct Actor {
 
 impl Actor {
     pub fn cli() -> Self {
-        Actor { id: None, name: "cli".into(), ip: None }
+        Actor {
+            id: None,
+            name: "cli".into(),
+            ip: None,
+        }
     }
 }
 
@@ -34,7 +38,9 @@ impl Actor {
 pub fn check_username(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
@@ -45,9 +51,25 @@ pub fn check_username(name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub async fn audit(state: &AppState, actor: &Actor, action: &str, target: Option<String>, details: serde_json::Value) {
-    let who = actor.id.as_deref().map(|id| UserRecordRef { id, name: &actor.name });
-    let mut msg = RecordAudit::new(state.handles.now(), who.as_ref(), action, target, actor.ip, details);
+pub async fn audit(
+    state: &AppState,
+    actor: &Actor,
+    action: &str,
+    target: Option<String>,
+    details: serde_json::Value,
+) {
+    let who = actor.id.as_deref().map(|id| UserRecordRef {
+        id,
+        name: &actor.name,
+    });
+    let mut msg = RecordAudit::new(
+        state.handles.now(),
+        who.as_ref(),
+        action,
+        target,
+        actor.ip,
+        details,
+    );
     if who.is_none() {
         msg.0.actor_name = actor.name.clone();
     }
@@ -60,7 +82,10 @@ pub async fn audit(state: &AppState, actor: &Actor, action: &str, target: Option
 
 /// Drops from the sessions' memory what the store already ended.
 async fn forget_sessions(state: &AppState, user_id: &str, end: EndSessions) {
-    let msg = ForgetUserSessions { user_id: user_id.to_owned(), end };
+    let msg = ForgetUserSessions {
+        user_id: user_id.to_owned(),
+        end,
+    };
     if let Err(e) = state.handles.sessions().send(msg).await {
         // The actor is being replaced; the new one reloads from the store,
         // where these sessions are already gone.
@@ -89,29 +114,61 @@ pub async fn add_user(
         reset_if_exists,
         now: state.handles.now(),
     };
-    let (user, created) = state.handles.users().send(msg).await?.map_err(|e| match e {
-        gatehouse_actors::GatehouseError::Conflict(_) => {
-            ApiError::conflict("username_taken", "that username is taken")
-        }
-        other => other.into(),
-    })?;
+    let (user, created) = state
+        .handles
+        .users()
+        .send(msg)
+        .await?
+        .map_err(|e| match e {
+            gatehouse_actors::GatehouseError::Conflict(_) => {
+                ApiError::conflict("username_taken", "that username is taken")
+            }
+            other => other.into(),
+        })?;
     if created {
-        audit(state, actor, "user.create", Some(user.username.clone()), json!({"roles": user.roles})).await;
+        audit(
+            state,
+            actor,
+            "user.create",
+            Some(user.username.clone()),
+            json!({"roles": user.roles}),
+        )
+        .await;
     } else {
         forget_sessions(state, &user.id, EndSessions::All).await;
-        audit(state, actor, "user.password", Some(user.username.clone()), json!({"by": "reset"})).await;
+        audit(
+            state,
+            actor,
+            "user.password",
+            Some(user.username.clone()),
+            json!({"by": "reset"}),
+        )
+        .await;
     }
     Ok((user, created))
 }
 
-pub async fn remove_user(state: &AppState, actor: &Actor, username: &str) -> Result<UserRecord, ApiError> {
+pub async fn remove_user(
+    state: &AppState,
+    actor: &Actor,
+    username: &str,
+) -> Result<UserRecord, ApiError> {
     let (user, ended) = state
         .handles
         .users()
-        .send(RemoveUser { username: username.to_owned() })
+        .send(RemoveUser {
+            username: username.to_owned(),
+        })
         .await??;
     forget_sessions(state, &user.id, EndSessions::All).await;
-    audit(state, actor, "user.delete", Some(user.username.clone()), json!({"sessions_ended": ended})).await;
+    audit(
+        state,
+        actor,
+        "user.delete",
+        Some(user.username.clone()),
+        json!({"sessions_ended": ended}),
+    )
+    .await;
     Ok(user)
 }
 
@@ -121,16 +178,42 @@ pub async fn lock_user(
     username: &str,
     reason: Option<String>,
 ) -> Result<UserRecord, ApiError> {
-    let reason = reason.filter(|r| !r.trim().is_empty()).map(|r| r.chars().take(500).collect());
+    let reason = reason
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| r.chars().take(500).collect());
     let lock = gatehouse_actors::users::lock_now(reason, state.handles.now());
-    let user = change(state, username, UserChange::Lock(Some(lock)), Some(EndSessions::All)).await?;
-    audit(state, actor, "user.lock", Some(user.username.clone()), json!({"reason": user.locked.as_ref().map(|l: &Lock| l.reason.clone())})).await;
+    let user = change(
+        state,
+        username,
+        UserChange::Lock(Some(lock)),
+        Some(EndSessions::All),
+    )
+    .await?;
+    audit(
+        state,
+        actor,
+        "user.lock",
+        Some(user.username.clone()),
+        json!({"reason": user.locked.as_ref().map(|l: &Lock| l.reason.clone())}),
+    )
+    .await;
     Ok(user)
 }
 
-pub async fn unlock_user(state: &AppState, actor: &Actor, username: &str) -> Result<UserRecord, ApiError> {
+pub async fn unlock_user(
+    state: &AppState,
+    actor: &Actor,
+    username: &str,
+) -> Result<UserRecord, ApiError> {
     let user = change(state, username, UserChange::Lock(None), None).await?;
-    audit(state, actor, "user.unlock", Some(user.username.clone()), json!({})).await;
+    audit(
+        state,
+        actor,
+        "user.unlock",
+        Some(user.username.clone()),
+        json!({}),
+    )
+    .await;
     Ok(user)
 }
 
@@ -146,10 +229,21 @@ pub async fn set_password(
     check_strength(password).map_err(|m| ApiError::unprocessable("weak_password", m))?;
     let hash: PasswordHash = state.hasher.hash(password).await?;
     let end = keep.map_or(EndSessions::All, EndSessions::AllBut);
-    let msg = ChangeUser { user, change: UserChange::Password(hash), end: Some(end) };
+    let msg = ChangeUser {
+        user,
+        change: UserChange::Password(hash),
+        end: Some(end),
+    };
     let (user, ended) = state.handles.users().send(msg).await??;
     forget_sessions(state, &user.id, end).await;
-    audit(state, actor, "user.password", Some(user.username.clone()), json!({"sessions_ended": ended})).await;
+    audit(
+        state,
+        actor,
+        "user.password",
+        Some(user.username.clone()),
+        json!({"sessions_ended": ended}),
+    )
+    .await;
     Ok(user)
 }
 
@@ -159,7 +253,11 @@ async fn change(
     change: UserChange,
     end: Option<EndSessions>,
 ) -> Result<UserRecord, ApiError> {
-    let msg = ChangeUser { user: UserRef::Name(username.to_owned()), change, end };
+    let msg = ChangeUser {
+        user: UserRef::Name(username.to_owned()),
+        change,
+        end,
+    };
     let (user, _) = state.handles.users().send(msg).await??;
     if let Some(end) = end {
         forget_sessions(state, &user.id, end).await;
@@ -172,10 +270,21 @@ pub async fn list_users(state: &AppState) -> Result<Vec<Arc<UserRecord>>, ApiErr
 }
 
 /// Imports llms.py users; answers `(imported, skipped names)`.
-pub async fn import_llms(state: &AppState, actor: &Actor, json_text: &str) -> Result<(u64, Vec<String>), ApiError> {
+pub async fn import_llms(
+    state: &AppState,
+    actor: &Actor,
+    json_text: &str,
+) -> Result<(u64, Vec<String>), ApiError> {
     let users = crate::llms_import::parse(json_text, state.handles.now())
         .map_err(|e| ApiError::unprocessable("invalid_import", e))?;
     let (n, skipped) = state.handles.users().send(ImportUsers { users }).await??;
-    audit(state, actor, "user.create", None, json!({"imported": n, "from": "llms.py", "skipped": skipped.len()})).await;
+    audit(
+        state,
+        actor,
+        "user.create",
+        None,
+        json!({"imported": n, "from": "llms.py", "skipped": skipped.len()}),
+    )
+    .await;
     Ok((n, skipped))
 }

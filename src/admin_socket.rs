@@ -4,8 +4,12 @@
 //! actors, so their effect holds at once. One JSON line each way.
 
 use crate::accounts::{self, Actor};
+use crate::auth::Scopes;
+use crate::error::ApiError;
+use crate::tokens;
 use crate::AppState;
 use actix_web::web;
+use gatehouse_actors::tokens::{ListTokens, RotateSigningKey};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::io;
@@ -25,12 +29,42 @@ pub fn socket_path(home: &Path) -> PathBuf {
 #[derive(Serialize, Deserialize, Clone)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum AdminRequest {
-    UsersAdd { name: String, password: String, admin: bool },
-    UsersRemove { name: String },
+    UsersAdd {
+        name: String,
+        password: String,
+        admin: bool,
+    },
+    UsersRemove {
+        name: String,
+    },
     UsersList,
-    UsersLock { name: String, reason: Option<String> },
-    UsersUnlock { name: String },
-    UsersImportLlms { contents: String },
+    UsersLock {
+        name: String,
+        reason: Option<String>,
+    },
+    UsersUnlock {
+        name: String,
+    },
+    UsersImportLlms {
+        contents: String,
+    },
+    TokensIssue {
+        user: String,
+        name: String,
+        expires_in: Option<i64>,
+        scopes: Option<Vec<String>>,
+    },
+    TokensList {
+        user: Option<String>,
+    },
+    TokensRevoke {
+        id: String,
+    },
+    TokensRotate {
+        id: String,
+        grace: Option<i64>,
+    },
+    KeysRotate,
 }
 
 impl std::fmt::Debug for AdminRequest {
@@ -42,6 +76,11 @@ impl std::fmt::Debug for AdminRequest {
             AdminRequest::UsersLock { .. } => "users lock",
             AdminRequest::UsersUnlock { .. } => "users unlock",
             AdminRequest::UsersImportLlms { .. } => "users import-llms",
+            AdminRequest::TokensIssue { .. } => "tokens issue",
+            AdminRequest::TokensList { .. } => "tokens list",
+            AdminRequest::TokensRevoke { .. } => "tokens revoke",
+            AdminRequest::TokensRotate { .. } => "tokens rotate",
+            AdminRequest::KeysRotate => "keys rotate",
         };
         f.write_str(name)
     }
@@ -56,17 +95,25 @@ pub struct AdminResponse {
 
 impl AdminResponse {
     fn ok(stdout: String, stderr: String) -> Self {
-        Self { ok: true, stdout, stderr }
+        Self {
+            ok: true,
+            stdout,
+            stderr,
+        }
     }
     fn err(msg: impl Into<String>) -> Self {
-        Self { ok: false, stdout: String::new(), stderr: msg.into() }
+        Self {
+            ok: false,
+            stdout: String::new(),
+            stderr: msg.into(),
+        }
     }
 }
 
 /// Runs one command against the actors.
 pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
     let actor = Actor::cli();
-    let result = match req {
+    let result: Result<(String, String), ApiError> = match req {
         AdminRequest::UsersAdd { name, password, admin } => {
             accounts::add_user(state, &actor, &name, &password, admin, true).await.map(|(u, created)| {
                 let what = if created { "added" } else { "password reset for" };
@@ -102,11 +149,52 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
                 (String::new(), err)
             })
         }
+        AdminRequest::TokensIssue { user, name, expires_in, scopes } => async {
+            let user = tokens::user_by_name(state, &user).await?;
+            let may = if user.is_admin() { Scopes::ALL } else { Scopes::SIGNED_IN };
+            let spec = tokens::NewToken { name, expires_in, scopes, models: None, allowed_ips: None, max_idle: None }.validate(may)?;
+            let (secret, t) = tokens::issue(state, &actor, &user, spec).await?;
+            Ok((format!("{secret}\n"), format!("issued token {} for {} ({}), expires {}\n", t.id, user.username, t.scopes.join(","), crate::rfc3339(t.expires_at))))
+        }
+        .await,
+        AdminRequest::TokensList { user } => async {
+            let user_id = match user {
+                Some(name) => Some(tokens::user_by_name(state, &name).await?.id.clone()),
+                None => None,
+            };
+            let list = state.handles.users().send(ListTokens { user_id }).await??;
+            let now = state.handles.now();
+            let mut out = String::new();
+            for t in list {
+                let r = &t.record;
+                let who = state.handles.user_view().get(&r.user_id).map_or_else(|| r.user_id.clone(), |u| u.username.clone());
+                let status = serde_json::to_value(r.status(now, t.last_used_at)).unwrap_or_default();
+                let _ = writeln!(out, "{}  {}  {}  {}  {}  expires: {}", r.id, who, r.name, r.scopes.join(","), status.as_str().unwrap_or("?"), crate::rfc3339(r.expires_at));
+            }
+            Ok((out, String::new()))
+        }
+        .await,
+        AdminRequest::TokensRevoke { id } => tokens::revoke(state, &actor, &id, None)
+            .await
+            .map(|t| (String::new(), format!("revoked token {}\n", t.id))),
+        AdminRequest::TokensRotate { id, grace } => tokens::rotate(state, &actor, &id, None, grace).await.map(|(secret, t)| {
+            (format!("{secret}\n"), format!("new token {} replaces {id}; the old one works until its grace ends\n", t.id))
+        }),
+        AdminRequest::KeysRotate => async {
+            let kid = state.handles.users().send(RotateSigningKey { now: state.handles.now() }).await??;
+            accounts::audit(state, &actor, "keys.rotate", Some(kid.clone()), serde_json::json!({})).await;
+            Ok((String::new(), format!("new signing key {kid}; tokens signed by older keys stay valid until they expire\n")))
+        }
+        .await,
     };
     match result {
         Ok((out, err)) => AdminResponse::ok(out, err),
-        Err(e) if e.status.as_u16() == 404 => AdminResponse::err("no such user"),
-        Err(e) if e.status.as_u16() == 503 => AdminResponse::err("the gateway is busy or restarting a component; try again"),
+        Err(e) if e.status.as_u16() == 404 => {
+            AdminResponse::err("not found: no such user or token")
+        }
+        Err(e) if e.status.as_u16() == 503 => {
+            AdminResponse::err("the gateway is busy or restarting a component; try again")
+        }
         Err(e) => AdminResponse::err(e.message.into_owned()),
     }
 }
@@ -124,7 +212,10 @@ pub fn serve(data: web::Data<AppState>, home: &Path) -> io::Result<()> {
     let path = socket_path(home);
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, "another gatehouse is serving this home"));
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another gatehouse is serving this home",
+            ));
         }
         std::fs::remove_file(&path)?;
     }
@@ -154,7 +245,9 @@ pub fn serve(data: web::Data<AppState>, home: &Path) -> io::Result<()> {
 async fn handle(stream: UnixStream, state: &AppState) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await?;
+    BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
     let resp = match serde_json::from_str::<AdminRequest>(&line) {
         Ok(req) => {
             tracing::info!(command = ?req, "admin socket command");
@@ -172,7 +265,14 @@ async fn handle(stream: UnixStream, state: &AppState) -> io::Result<()> {
 pub async fn call(home: &Path, req: &AdminRequest) -> io::Result<Option<AdminResponse>> {
     let stream = match UnixStream::connect(socket_path(home)).await {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e),
     };
     let (read, mut write) = stream.into_split();
@@ -181,5 +281,7 @@ pub async fn call(home: &Path, req: &AdminRequest) -> io::Result<Option<AdminRes
     write.write_all(&line).await?;
     let mut answer = String::new();
     BufReader::new(read).read_line(&mut answer).await?;
-    serde_json::from_str(&answer).map(Some).map_err(|_| io::Error::other("malformed answer from the server"))
+    serde_json::from_str(&answer)
+        .map(Some)
+        .map_err(|_| io::Error::other("malformed answer from the server"))
 }

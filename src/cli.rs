@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse", version, about = "An authenticating gateway for LLM APIs")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An authenticating gateway for LLM APIs"
+)]
 pub struct Cli {
     /// Data directory (default: $GATEHOUSE_HOME or ~/.gatehouse)
     #[arg(long, global = true, env = "GATEHOUSE_HOME", value_name = "DIR")]
@@ -31,6 +35,55 @@ pub enum Command {
     /// Check the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Manage token-signing keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issue a token; prints it once on standard output
+    Issue {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// Seconds or a duration (90s, 24h, 30d); default 30d
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Comma-separated scopes (default read,write)
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// List tokens: ID, user, name, scopes, status, expiry
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token
+    Revoke { id: String },
+    /// Replace a token; the old one works for the grace period (default 1h)
+    Rotate {
+        id: String,
+        #[arg(long)]
+        grace: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new token-signing key; tokens signed by older keys stay valid until they expire
+    Rotate,
+}
+
+/// Seconds, or a duration such as `90s`, `24h`, `30d`.
+fn seconds(s: &str) -> Result<i64, String> {
+    crate::config::parse_duration(s)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +143,13 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(req) => admin(&home, cli.config.as_deref(), req),
             Err(msg) => fail(&msg),
         },
+        Command::Tokens(cmd) => match tokens_request(cmd) {
+            Ok(req) => admin(&home, cli.config.as_deref(), req),
+            Err(msg) => fail(&msg),
+        },
+        Command::Keys(KeysCommand::Rotate) => {
+            admin(&home, cli.config.as_deref(), AdminRequest::KeysRotate)
+        }
     }
 }
 
@@ -118,25 +178,64 @@ fn serve(home: &std::path::Path, config: Option<&std::path::Path>, args: ServeAr
 
 fn users_request(cmd: UsersCommand) -> Result<AdminRequest, String> {
     Ok(match cmd {
-        UsersCommand::Add { name, admin, password_stdin } => {
+        UsersCommand::Add {
+            name,
+            admin,
+            password_stdin,
+        } => {
             let password = read_password(password_stdin)?;
-            AdminRequest::UsersAdd { name, password, admin }
+            AdminRequest::UsersAdd {
+                name,
+                password,
+                admin,
+            }
         }
         UsersCommand::Remove { name } => AdminRequest::UsersRemove { name },
         UsersCommand::List => AdminRequest::UsersList,
         UsersCommand::Lock { name, reason } => AdminRequest::UsersLock { name, reason },
         UsersCommand::Unlock { name } => AdminRequest::UsersUnlock { name },
         UsersCommand::ImportLlms { file } => {
-            let contents = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let contents =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             AdminRequest::UsersImportLlms { contents }
         }
+    })
+}
+
+fn tokens_request(cmd: TokensCommand) -> Result<AdminRequest, String> {
+    Ok(match cmd {
+        TokensCommand::Issue {
+            user,
+            name,
+            expires_in,
+            scope,
+        } => AdminRequest::TokensIssue {
+            user,
+            name,
+            expires_in: expires_in.as_deref().map(seconds).transpose()?,
+            scopes: scope.map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_owned())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            }),
+        },
+        TokensCommand::List { user } => AdminRequest::TokensList { user },
+        TokensCommand::Revoke { id } => AdminRequest::TokensRevoke { id },
+        TokensCommand::Rotate { id, grace } => AdminRequest::TokensRotate {
+            id,
+            grace: grace.as_deref().map(seconds).transpose()?,
+        },
     })
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading standard input: {e}"))?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading standard input: {e}"))?;
         let pw = line.trim_end_matches(['\n', '\r']).to_owned();
         if pw.is_empty() {
             return Err("no password on standard input".into());
@@ -162,7 +261,11 @@ fn admin(home: &std::path::Path, config: Option<&std::path::Path>, req: AdminReq
         match admin_socket::call(home, &req).await {
             Ok(Some(resp)) => resp,
             Ok(None) => offline(home, config, req).await,
-            Err(e) => AdminResponse { ok: false, stderr: format!("admin socket: {e}"), ..Default::default() },
+            Err(e) => AdminResponse {
+                ok: false,
+                stderr: format!("admin socket: {e}"),
+                ..Default::default()
+            },
         }
     });
     print!("{}", resp.stdout);
@@ -175,8 +278,16 @@ fn admin(home: &std::path::Path, config: Option<&std::path::Path>, req: AdminReq
     }
 }
 
-async fn offline(home: &std::path::Path, config: Option<&std::path::Path>, req: AdminRequest) -> AdminResponse {
-    let err = |m: String| AdminResponse { ok: false, stderr: m, ..Default::default() };
+async fn offline(
+    home: &std::path::Path,
+    config: Option<&std::path::Path>,
+    req: AdminRequest,
+) -> AdminResponse {
+    let err = |m: String| AdminResponse {
+        ok: false,
+        stderr: m,
+        ..Default::default()
+    };
     let config = match Config::load(config, home) {
         Ok(c) => c,
         Err(e) => return err(format!("configuration error: {e}")),

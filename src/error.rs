@@ -22,7 +22,13 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -44,19 +50,37 @@ impl ApiError {
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     pub fn unprocessable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     pub fn unauthenticated() -> Self {
-        Self::unauthorized("authentication_required", "authentication required: sign in or send a bearer token")
+        Self::unauthorized(
+            "authentication_required",
+            "authentication required: sign in or send a bearer token",
+        )
     }
 
     pub fn unauthorized(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "authentication_error", code, message);
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            code,
+            message,
+        );
         e.www_authenticate = Some("Bearer realm=\"gatehouse\"");
         e
     }
@@ -66,7 +90,12 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found_error", "not_found", message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "not_found",
+            message,
+        )
     }
 
     pub fn conflict(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -82,18 +111,37 @@ impl ApiError {
         )
     }
 
-    pub fn too_many(code: &'static str, message: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, message);
+    pub fn too_many(
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+        retry_after: Duration,
+    ) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            code,
+            message,
+        );
         e.retry_after = Some(retry_after);
         e
     }
 
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "service_unavailable", "service temporarily unavailable, retry shortly")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "service_unavailable",
+            "service temporarily unavailable, retry shortly",
+        )
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal_error", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal_error",
+            "internal error",
+        )
     }
 }
 
@@ -129,17 +177,22 @@ impl From<GatehouseError> for ApiError {
             GatehouseError::InvalidCredentials => {
                 ApiError::unauthorized("invalid_credentials", "invalid username or password")
             }
-            GatehouseError::AccountLocked => ApiError::forbidden("account_locked", "this account is locked"),
+            GatehouseError::AccountLocked => {
+                ApiError::forbidden("account_locked", "this account is locked")
+            }
             GatehouseError::Throttled { retry_after } => ApiError::too_many(
                 "too_many_attempts",
                 "too many failed sign-in attempts; try again later",
                 Duration::from_secs(retry_after.whole_seconds().max(1) as u64),
             ),
             GatehouseError::NotFound => ApiError::not_found("not found"),
-            GatehouseError::Conflict(what) => ApiError::conflict("conflict", format!("{what} already exists")),
-            GatehouseError::Invalid(msg) if msg == "invalid_state" => {
-                ApiError::bad_request("invalid_state", "the sign-in state is invalid or expired; start again")
+            GatehouseError::Conflict(what) => {
+                ApiError::conflict("conflict", format!("{what} already exists"))
             }
+            GatehouseError::Invalid(msg) if msg == "invalid_state" => ApiError::bad_request(
+                "invalid_state",
+                "the sign-in state is invalid or expired; start again",
+            ),
             GatehouseError::Invalid(msg) => ApiError::unprocessable("invalid_value", msg),
             GatehouseError::Forbidden(msg) => ApiError::forbidden("forbidden", msg),
             GatehouseError::Unauthenticated => ApiError::unauthenticated(),
@@ -157,18 +210,28 @@ impl From<GatehouseError> for ApiError {
 
 /// Maps actix-web's JSON extractor errors to our shape: 413 for a body over
 /// the limit, 415 for the wrong content type, else 400 (never plain text).
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let api = match &err {
-        J::OverflowKnownLength { limit, .. } | J::Overflow { limit } => ApiError::payload_too_large(*limit),
+        J::OverflowKnownLength { limit, .. } | J::Overflow { limit } => {
+            ApiError::payload_too_large(*limit)
+        }
         J::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
             "unsupported_media_type",
             "expected Content-Type: application/json",
         ),
-        J::Deserialize(e) if e.is_data() => ApiError::bad_request("invalid_request", format!("invalid request body: {}", sanitize(&e.to_string()))),
-        J::Deserialize(_) => ApiError::bad_request("invalid_json", "request body is not valid JSON"),
+        J::Deserialize(e) if e.is_data() => ApiError::bad_request(
+            "invalid_request",
+            format!("invalid request body: {}", sanitize(&e.to_string())),
+        ),
+        J::Deserialize(_) => {
+            ApiError::bad_request("invalid_json", "request body is not valid JSON")
+        }
         J::Payload(actix_web::error::PayloadError::Overflow) => ApiError::payload_too_large(0),
         _ => ApiError::bad_request("invalid_request", "could not read request body"),
     };

@@ -32,6 +32,7 @@ pub mod http;
 pub mod llms_import;
 pub mod password;
 pub mod server;
+pub mod tokens;
 
 use actix::Addr;
 use config::Config;
@@ -49,17 +50,28 @@ pub struct AppState {
     pub handles: ActorHandles,
     pub config: Arc<Config>,
     pub hasher: Hasher,
+    pub gateway_tokens: auth::bearer::GatewayTokens,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("home directory {path}: {source}")]
-    Home { path: PathBuf, source: std::io::Error },
-    #[error("opening the store in {path}: {source} (is another gatehouse process using this home?)")]
-    Store { path: PathBuf, source: gatehouse_actors::StoreError },
+    Home {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "opening the store in {path}: {source} (is another gatehouse process using this home?)"
+    )]
+    Store {
+        path: PathBuf,
+        source: gatehouse_actors::StoreError,
+    },
     #[error("starting the actors: {0}")]
     Actors(#[from] gatehouse_actors::GatehouseError),
-    #[error("the postgres store backend is not available in this build yet; use backend = \"sled\"")]
+    #[error(
+        "the postgres store backend is not available in this build yet; use backend = \"sled\""
+    )]
     Backend,
 }
 
@@ -80,7 +92,14 @@ pub struct Builder {
 
 impl Gatehouse {
     pub fn builder(config: Config) -> Builder {
-        Builder { config, home: None, clock: Arc::new(SystemClock), store: None, hasher_threads: None, check_interval: std::time::Duration::from_millis(250) }
+        Builder {
+            config,
+            home: None,
+            clock: Arc::new(SystemClock),
+            store: None,
+            hasher_threads: None,
+            check_interval: std::time::Duration::from_millis(250),
+        }
     }
 
     /// The state to put in `App::app_data` (cheap to clone per worker).
@@ -142,10 +161,17 @@ impl Builder {
                     return Err(StartError::Backend);
                 }
                 let home = self.home.unwrap_or_else(|| home::default_home());
-                home::prepare(&home).map_err(|source| StartError::Home { path: home.clone(), source })?;
+                home::prepare(&home).map_err(|source| StartError::Home {
+                    path: home.clone(),
+                    source,
+                })?;
                 let dir = home.join("db");
-                let store = SledStore::open(&dir).map_err(|source| StartError::Store { path: dir.clone(), source })?;
-                home::restrict_dir(&dir).map_err(|source| StartError::Home { path: dir, source })?;
+                let store = SledStore::open(&dir).map_err(|source| StartError::Store {
+                    path: dir.clone(),
+                    source,
+                })?;
+                home::restrict_dir(&dir)
+                    .map_err(|source| StartError::Home { path: dir, source })?;
                 Arc::new(store) as SharedStore
             }
         };
@@ -154,11 +180,22 @@ impl Builder {
             sweep_interval: self.config.store.sweep_interval,
             check_interval: self.check_interval,
             oauth_state_ttl: auth.oauth_state_ttl,
-            throttle: ThrottleConfig { max_failures: auth.max_login_failures, window: auth.login_failure_window },
+            throttle: ThrottleConfig {
+                max_failures: auth.max_login_failures,
+                window: auth.login_failure_window,
+            },
         };
         let (supervisor, handles) = Supervisor::start(store, self.clock, actor_config).await?;
-        let state = AppState { handles, config: Arc::new(self.config), hasher: Hasher::new(self.hasher_threads) };
-        Ok(Gatehouse { data: actix_web::web::Data::new(state), supervisor })
+        let state = AppState {
+            handles,
+            config: Arc::new(self.config),
+            hasher: Hasher::new(self.hasher_threads),
+            gateway_tokens: Default::default(),
+        };
+        Ok(Gatehouse {
+            data: actix_web::web::Data::new(state),
+            supervisor,
+        })
     }
 }
 
@@ -175,5 +212,6 @@ pub fn configure_with_limit(cfg: &mut actix_web::web::ServiceConfig, body_limit:
 
 /// RFC 3339 in UTC, as every time in the API.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -15,9 +15,12 @@ use time::OffsetDateTime;
 const MAX_USERS: usize = 100_000;
 
 pub fn parse(text: &str, now: OffsetDateTime) -> Result<Vec<UserRecord>, String> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: line {} column {}", e.line(), e.column()))?;
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| format!("not valid JSON: line {} column {}", e.line(), e.column()))?;
     let entries: Vec<(Option<String>, Map<String, Value>)> = match doc {
-        Value::Object(mut o) if o.get("users").is_some_and(Value::is_array) => list(o.remove("users").unwrap_or_default())?,
+        Value::Object(mut o) if o.get("users").is_some_and(Value::is_array) => {
+            list(o.remove("users").unwrap_or_default())?
+        }
         Value::Array(_) => list(doc)?,
         Value::Object(o) => o
             .into_iter()
@@ -38,7 +41,11 @@ pub fn parse(text: &str, now: OffsetDateTime) -> Result<Vec<UserRecord>, String>
         .map(|(i, (key, m))| {
             let user = one(key, &m, now).map_err(|e| format!("user #{}: {e}", i + 1))?;
             if !seen.insert(user.username.to_lowercase()) {
-                return Err(format!("user #{}: duplicate username {:?}", i + 1, user.username));
+                return Err(format!(
+                    "user #{}: duplicate username {:?}",
+                    i + 1,
+                    user.username
+                ));
             }
             Ok(user)
         })
@@ -63,23 +70,44 @@ fn str_field<'a>(m: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| m.get(*k).and_then(Value::as_str))
 }
 
-fn one(key: Option<String>, m: &Map<String, Value>, now: OffsetDateTime) -> Result<UserRecord, String> {
-    let username = str_field(m, &["username", "name", "user"]).map(str::to_owned).or(key).ok_or("no username")?;
-    crate::accounts::check_username(&username).map_err(|e| format!("{username:?}: {}", e.message))?;
+fn one(
+    key: Option<String>,
+    m: &Map<String, Value>,
+    now: OffsetDateTime,
+) -> Result<UserRecord, String> {
+    let username = str_field(m, &["username", "name", "user"])
+        .map(str::to_owned)
+        .or(key)
+        .ok_or("no username")?;
+    crate::accounts::check_username(&username)
+        .map_err(|e| format!("{username:?}: {}", e.message))?;
     let password = match str_field(m, &["password_hash", "passwordHash"]) {
         Some(h) => {
             let (salt, hex) = h.split_once(':').ok_or("password_hash is not salt:hex")?;
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err("password_hash is not salt:hex(sha256)".into());
             }
-            Some(PasswordHash::LegacySha256 { salt: salt.to_owned(), hex: hex.to_ascii_lowercase() })
+            Some(PasswordHash::LegacySha256 {
+                salt: salt.to_owned(),
+                hex: hex.to_ascii_lowercase(),
+            })
         }
         None => None,
     };
     let mut roles: Vec<String> = match m.get("roles") {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Some(Value::String(s)) => s.split([',', ' ']).filter(|r| !r.is_empty()).map(str::to_owned).collect(),
-        _ => str_field(m, &["role"]).map(|r| vec![r.to_owned()]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split([',', ' '])
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => str_field(m, &["role"])
+            .map(|r| vec![r.to_owned()])
+            .unwrap_or_default(),
     };
     // llms.py spells the role "Admin"; accept any case, keep ours.
     for r in roles.iter_mut() {
@@ -96,7 +124,12 @@ fn one(key: Option<String>, m: &Map<String, Value>, now: OffsetDateTime) -> Resu
     let locked = match m.get("locked") {
         Some(Value::Bool(true)) => Some(reason.unwrap_or_else(|| "locked in llms.py".into())),
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Object(o)) => Some(o.get("reason").and_then(Value::as_str).unwrap_or("locked in llms.py").to_owned()),
+        Some(Value::Object(o)) => Some(
+            o.get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("locked in llms.py")
+                .to_owned(),
+        ),
         _ => None,
     };
     let created_at = m
@@ -124,9 +157,13 @@ fn parse_time(v: &Value) -> Option<OffsetDateTime> {
     match v {
         Value::Number(n) => OffsetDateTime::from_unix_timestamp(n.as_f64()? as i64).ok(),
         Value::String(s) => OffsetDateTime::parse(s, &Rfc3339).ok().or_else(|| {
-            let fmt = time::macros::format_description!("[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second]");
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second]"
+            );
             let base = s.split('.').next()?;
-            time::PrimitiveDateTime::parse(base, &fmt).ok().map(|p| p.assume_utc())
+            time::PrimitiveDateTime::parse(base, &fmt)
+                .ok()
+                .map(|p| p.assume_utc())
         }),
         _ => None,
     }
@@ -140,11 +177,14 @@ mod tests {
     fn reads_the_three_shapes() {
         let now = OffsetDateTime::now_utc();
         let h = format!("abc:{}", "0f".repeat(32));
-        let list = format!(r#"[{{"username":"ann","password_hash":"{h}","roles":["Admin"],"created":"2024-05-01 10:00:00"}}]"#);
+        let list = format!(
+            r#"[{{"username":"ann","password_hash":"{h}","roles":["Admin"],"created":"2024-05-01 10:00:00"}}]"#
+        );
         let u = parse(&list, now).unwrap();
         assert_eq!(u[0].roles, vec!["Admin"]);
         assert_eq!(u[0].created_at.year(), 2024);
-        let map = format!(r#"{{"bob":{{"password_hash":"{h}","locked":true,"lock_reason":"left"}}}}"#);
+        let map =
+            format!(r#"{{"bob":{{"password_hash":"{h}","locked":true,"lock_reason":"left"}}}}"#);
         let u = parse(&map, now).unwrap();
         assert_eq!(u[0].username, "bob");
         assert_eq!(u[0].locked.as_ref().unwrap().reason, "left");

@@ -75,10 +75,16 @@ impl Hasher {
                 .expect("spawning a hashing thread");
         }
         let dummy = hash_sync(&hex::encode(random_bytes::<16>()));
-        Self { jobs, dummy: Arc::new(dummy) }
+        Self {
+            jobs,
+            dummy: Arc::new(dummy),
+        }
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HasherBusy> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HasherBusy> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
@@ -96,7 +102,11 @@ impl Hasher {
     /// Checks `password` against `stored`, or against the dummy hash when
     /// there is no user, so that timing does not tell the two apart.
     #[tracing::instrument(skip_all)]
-    pub async fn verify(&self, password: &str, stored: Option<&PasswordHash>) -> Result<Verified, HasherBusy> {
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&PasswordHash>,
+    ) -> Result<Verified, HasherBusy> {
         let password = password.to_owned();
         let (target, real) = match stored {
             Some(h) => (h.clone(), true),
@@ -133,14 +143,21 @@ fn hash_sync(password: &str) -> PasswordHash {
 fn verify_sync(password: &str, stored: &PasswordHash) -> bool {
     match stored {
         PasswordHash::Argon2 { phc } => match Phc::new(phc) {
-            Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
+            Ok(parsed) => argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
             Err(_) => false,
         },
-        PasswordHash::LegacySha256 { salt, hex: expected } => {
+        PasswordHash::LegacySha256 {
+            salt,
+            hex: expected,
+        } => {
             let mut input = salt.as_bytes().to_vec();
             input.extend_from_slice(password.as_bytes());
             let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-            let Ok(expected) = hex::decode(expected.trim()) else { return false };
+            let Ok(expected) = hex::decode(expected.trim()) else {
+                return false;
+            };
             ct_eq(digest.as_ref(), &expected)
         }
     }
@@ -166,9 +183,21 @@ mod tests {
     async fn argon2_roundtrip_and_dummy() {
         let h = Hasher::new(Some(1));
         let stored = h.hash("correct horse battery").await.unwrap();
-        assert!(matches!(&stored, PasswordHash::Argon2 { phc } if phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$")));
-        assert!(h.verify("correct horse battery", Some(&stored)).await.unwrap().ok);
-        assert!(!h.verify("wrong horse battery", Some(&stored)).await.unwrap().ok);
+        assert!(
+            matches!(&stored, PasswordHash::Argon2 { phc } if phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"))
+        );
+        assert!(
+            h.verify("correct horse battery", Some(&stored))
+                .await
+                .unwrap()
+                .ok
+        );
+        assert!(
+            !h.verify("wrong horse battery", Some(&stored))
+                .await
+                .unwrap()
+                .ok
+        );
         assert!(!h.verify("anything at all", None).await.unwrap().ok);
     }
 
@@ -176,7 +205,10 @@ mod tests {
     async fn legacy_sha256_verifies_and_upgrades() {
         let salt = "s4lt";
         let digest = ring::digest::digest(&ring::digest::SHA256, b"s4ltold password!!");
-        let legacy = PasswordHash::LegacySha256 { salt: salt.into(), hex: hex::encode(digest) };
+        let legacy = PasswordHash::LegacySha256 {
+            salt: salt.into(),
+            hex: hex::encode(digest),
+        };
         let h = Hasher::new(Some(1));
         let v = h.verify("old password!!", Some(&legacy)).await.unwrap();
         assert!(v.ok);

@@ -20,7 +20,10 @@ pub enum ServeError {
     #[error("admin socket: {0}")]
     Socket(std::io::Error),
     #[error("http server on {addr}: {source}")]
-    Http { addr: String, source: std::io::Error },
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -37,7 +40,9 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
     }
     if gh.handles().user_view().is_empty() && !cfg.has_external_auth() {
         if cfg.auth.allow_anonymous_local {
-            tracing::warn!("no users: running as a single local admin (auth.allow_anonymous_local)");
+            tracing::warn!(
+                "no users: running as a single local admin (auth.allow_anonymous_local)"
+            );
         } else {
             tracing::warn!("no users yet: add one with `gatehouse users add admin`");
         }
@@ -55,7 +60,8 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
                 async move {
                     let mut res = fut.await?;
                     if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                        res.headers_mut()
+                            .insert(HeaderName::from_static("x-request-id"), v);
                     }
                     Ok(res)
                 }
@@ -67,7 +73,10 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
     .client_request_timeout(std::time::Duration::from_secs(10))
     .client_disconnect_timeout(std::time::Duration::from_secs(5))
     .bind((host.as_str(), cfg.server.port))
-    .map_err(|source| ServeError::Http { addr: addr.clone(), source })?;
+    .map_err(|source| ServeError::Http {
+        addr: addr.clone(),
+        source,
+    })?;
     for a in server.addrs() {
         println!("listening on http://{a}");
     }

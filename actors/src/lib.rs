@@ -4,12 +4,14 @@
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod model;
 pub mod oauth;
 pub mod session;
 pub mod store;
 pub mod supervisor;
 pub mod throttle;
+pub mod tokens;
 pub mod users;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};

@@ -68,7 +68,10 @@ pub enum UserChange {
     Password(PasswordHash),
     Lock(Option<Lock>),
     /// A successful sign-in, with the Argon2id hash that replaces a legacy one.
-    Login { at: LastLogin, upgrade: Option<PasswordHash> },
+    Login {
+        at: LastLogin,
+        upgrade: Option<PasswordHash>,
+    },
     Roles(Vec<String>),
 }
 
@@ -182,4 +185,89 @@ pub struct AuditEvent {
     pub target: Option<String>,
     pub ip: Option<IpAddr>,
     pub details: serde_json::Value,
+}
+
+/// A gateway API token's metadata. The token itself (a signed JWT) is shown
+/// once and never stored; its `id` is the JWT's `jti`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub models: Option<Vec<String>>,
+    /// CIDRs the token may be used from.
+    pub allowed_ips: Option<Vec<String>>,
+    /// Seconds of non-use after which the token expires.
+    pub max_idle: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Set on a token that was rotated: it works until then.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub grace_until: Option<OffsetDateTime>,
+    pub rotated_from: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// `active`, `expired` or `revoked` at `now`, given when it was last used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl TokenRecord {
+    pub fn status(&self, now: OffsetDateTime, last_used: Option<OffsetDateTime>) -> TokenStatus {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            return TokenStatus::Revoked;
+        }
+        if self.grace_until.is_some_and(|t| t <= now) {
+            return TokenStatus::Revoked;
+        }
+        if self.expires_at <= now {
+            return TokenStatus::Expired;
+        }
+        if let Some(idle) = self.max_idle {
+            let since = last_used.or(self.last_used_at).unwrap_or(self.created_at);
+            if now - since > time::Duration::seconds(idle) {
+                return TokenStatus::Expired;
+            }
+        }
+        TokenStatus::Active
+    }
+}
+
+/// One change to a token, applied by the store.
+#[derive(Debug, Clone)]
+pub enum TokenChange {
+    Revoke { at: OffsetDateTime },
+}
+
+/// An Ed25519 key that signs gateway tokens. The newest one signs; older
+/// ones keep verifying the tokens they signed until those expire.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// PKCS#8 document (private key), base64.
+    pub pkcs8: String,
+    /// Raw 32-byte public key, base64url.
+    pub public: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }

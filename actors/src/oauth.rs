@@ -84,10 +84,13 @@ impl Handler<ConsumeState> for OAuthStateActor {
             if msg.state.is_empty() || msg.state.len() > 256 {
                 return Err(invalid());
             }
-            let found = store.take_oauth_state(&msg.state).await?.ok_or_else(invalid)?;
-            let same_browser = msg.browser.is_some_and(|b| {
-                crate::ids::ct_eq(&b.0, &found.browser.0)
-            });
+            let found = store
+                .take_oauth_state(&msg.state)
+                .await?
+                .ok_or_else(invalid)?;
+            let same_browser = msg
+                .browser
+                .is_some_and(|b| crate::ids::ct_eq(&b.0, &found.browser.0));
             if found.expires_at <= msg.now || found.provider != msg.provider || !same_browser {
                 return Err(invalid());
             }

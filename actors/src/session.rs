@@ -23,7 +23,10 @@ pub struct LiveSession {
 impl LiveSession {
     fn new(record: SessionRecord) -> Self {
         let seen = record.last_seen_at.unix_timestamp();
-        Self { record, last_seen: AtomicI64::new(seen) }
+        Self {
+            record,
+            last_seen: AtomicI64::new(seen),
+        }
     }
 
     /// Records use at `now` (whole seconds; no write when unchanged).
@@ -112,7 +115,8 @@ impl SessionActor {
         self.by_id.insert(record.id.clone(), record.token_hash);
         self.persisted_seen
             .insert(record.token_hash, record.last_seen_at.unix_timestamp());
-        self.map.insert(record.token_hash, Arc::new(LiveSession::new(record)));
+        self.map
+            .insert(record.token_hash, Arc::new(LiveSession::new(record)));
     }
 
     fn remove(&mut self, hash: &TokenHash) -> Option<Arc<LiveSession>> {
@@ -315,10 +319,14 @@ impl Handler<EndSessionById> for SessionActor {
     type Result = ResponseActFuture<Self, Result<(), GatehouseError>>;
 
     fn handle(&mut self, msg: EndSessionById, _: &mut Context<Self>) -> Self::Result {
-        let hash = self.by_id.get(&msg.id).copied().filter(|h| match &msg.owner {
-            Some(owner) => self.map.get(h).is_some_and(|s| &s.record.user_id == owner),
-            None => true,
-        });
+        let hash = self
+            .by_id
+            .get(&msg.id)
+            .copied()
+            .filter(|h| match &msg.owner {
+                Some(owner) => self.map.get(h).is_some_and(|s| &s.record.user_id == owner),
+                None => true,
+            });
         let Some(hash) = hash else {
             return Box::pin(fut::ready(Err(GatehouseError::NotFound)));
         };

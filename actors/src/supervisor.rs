@@ -5,10 +5,12 @@
 
 use crate::clock::SharedClock;
 use crate::error::GatehouseError;
+use crate::keys::KeyRingView;
 use crate::oauth::{self, OAuthStateActor};
 use crate::session::{self, SessionActor, SessionView};
 use crate::store::SharedStore;
-use crate::users::{self, ThrottleConfig, UserDirectory, UserStoreActor};
+use crate::tokens::TokenTable;
+use crate::users::{self, ThrottleConfig, UserDirectory, UserStoreActor, UserViews};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +39,7 @@ struct HandlesInner {
     users: ArcSwap<Addr<UserStoreActor>>,
     oauth: ArcSwap<Addr<OAuthStateActor>>,
     session_view: SessionView,
-    user_view: UserDirectory,
+    user_views: UserViews,
     store: SharedStore,
     clock: SharedClock,
     restarts: AtomicU64,
@@ -57,7 +59,13 @@ impl ActorHandles {
         &self.inner.session_view
     }
     pub fn user_view(&self) -> &UserDirectory {
-        &self.inner.user_view
+        &self.inner.user_views.users
+    }
+    pub fn token_table(&self) -> &TokenTable {
+        &self.inner.user_views.tokens
+    }
+    pub fn keyring(&self) -> &KeyRingView {
+        &self.inner.user_views.keyring
     }
     pub fn store(&self) -> &SharedStore {
         &self.inner.store
@@ -78,7 +86,10 @@ impl ActorHandles {
     pub async fn readiness(&self) -> Vec<String> {
         let mut failing = Vec::new();
         let t = StdDuration::from_secs(2);
-        if !matches!(self.sessions().send(session::Ping).timeout(t).await, Ok(Ok(()))) {
+        if !matches!(
+            self.sessions().send(session::Ping).timeout(t).await,
+            Ok(Ok(()))
+        ) {
             failing.push("sessions".to_owned());
         }
         if !matches!(self.users().send(users::Ping).timeout(t).await, Ok(Ok(()))) {
@@ -109,9 +120,9 @@ fn spawn_sessions(store: &SharedStore, view: &SessionView) -> Addr<SessionActor>
     actix::Supervisor::start(move |_| SessionActor::new(store, view))
 }
 
-fn spawn_users(store: &SharedStore, view: &UserDirectory, t: ThrottleConfig) -> Addr<UserStoreActor> {
-    let (store, view) = (store.clone(), view.clone());
-    actix::Supervisor::start(move |_| UserStoreActor::new(store, view, t))
+fn spawn_users(store: &SharedStore, views: &UserViews, t: ThrottleConfig) -> Addr<UserStoreActor> {
+    let (store, views) = (store.clone(), views.clone());
+    actix::Supervisor::start(move |_| UserStoreActor::new(store, views, t))
 }
 
 fn spawn_oauth(store: &SharedStore, ttl: Duration) -> Addr<OAuthStateActor> {
@@ -128,23 +139,39 @@ impl Supervisor {
         config: ActorConfig,
     ) -> Result<(Addr<Supervisor>, ActorHandles), GatehouseError> {
         let session_view = SessionView::default();
-        let user_view = UserDirectory::default();
+        let user_views = UserViews::default();
         let handles = ActorHandles {
             inner: Arc::new(HandlesInner {
                 sessions: ArcSwap::from_pointee(spawn_sessions(&store, &session_view)),
-                users: ArcSwap::from_pointee(spawn_users(&store, &user_view, config.throttle)),
+                users: ArcSwap::from_pointee(spawn_users(&store, &user_views, config.throttle)),
                 oauth: ArcSwap::from_pointee(spawn_oauth(&store, config.oauth_state_ttl)),
                 session_view,
-                user_view,
+                user_views,
                 store,
                 clock,
                 restarts: AtomicU64::new(0),
             }),
         };
-        handles.sessions().send(session::Ping).await.map_err(unavailable)??;
-        handles.users().send(users::Ping).await.map_err(unavailable)??;
-        handles.oauth().send(oauth::Ping).await.map_err(unavailable)??;
-        let sup = Supervisor { handles: handles.clone(), config }.start();
+        handles
+            .sessions()
+            .send(session::Ping)
+            .await
+            .map_err(unavailable)??;
+        handles
+            .users()
+            .send(users::Ping)
+            .await
+            .map_err(unavailable)??;
+        handles
+            .oauth()
+            .send(oauth::Ping)
+            .await
+            .map_err(unavailable)??;
+        let sup = Supervisor {
+            handles: handles.clone(),
+            config,
+        }
+        .start();
         Ok((sup, handles))
     }
 
@@ -152,26 +179,39 @@ impl Supervisor {
         let h = &self.handles.inner;
         let mut replaced = Vec::new();
         if !h.sessions.load().connected() {
-            h.sessions.store(Arc::new(spawn_sessions(&h.store, &h.session_view)));
+            h.sessions
+                .store(Arc::new(spawn_sessions(&h.store, &h.session_view)));
             replaced.push("sessions");
         }
         if !h.users.load().connected() {
-            h.users.store(Arc::new(spawn_users(&h.store, &h.user_view, self.config.throttle)));
+            h.users.store(Arc::new(spawn_users(
+                &h.store,
+                &h.user_views,
+                self.config.throttle,
+            )));
             replaced.push("users");
         }
         if !h.oauth.load().connected() {
-            h.oauth.store(Arc::new(spawn_oauth(&h.store, self.config.oauth_state_ttl)));
+            h.oauth
+                .store(Arc::new(spawn_oauth(&h.store, self.config.oauth_state_ttl)));
             replaced.push("oauth_states");
         }
         for actor in replaced {
             h.restarts.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(actor, "actor died; started a fresh one that reloads from the store");
+            tracing::error!(
+                actor,
+                "actor died; started a fresh one that reloads from the store"
+            );
         }
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = self.handles.now();
-        let (s, u, o) = (self.handles.sessions(), self.handles.users(), self.handles.oauth());
+        let (s, u, o) = (
+            self.handles.sessions(),
+            self.handles.users(),
+            self.handles.oauth(),
+        );
         let job = async move {
             let sessions = s.send(session::Sweep { now }).await;
             let states = o.send(oauth::Sweep { now }).await;

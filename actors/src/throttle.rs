@@ -17,13 +17,18 @@ pub struct FailureWindow<K> {
 
 impl<K: Eq + Hash + Clone> FailureWindow<K> {
     pub fn new(max: u32, window: Duration) -> Self {
-        Self { max: max.max(1) as usize, window, failures: HashMap::new() }
+        Self {
+            max: max.max(1) as usize,
+            window,
+            failures: HashMap::new(),
+        }
     }
 
     /// How long until `key` may try again, when it is throttled now.
     pub fn retry_after(&self, key: &K, now: OffsetDateTime) -> Option<Duration> {
         let times = self.failures.get(key)?;
-        let recent: Vec<&OffsetDateTime> = times.iter().filter(|t| **t > now - self.window).collect();
+        let recent: Vec<&OffsetDateTime> =
+            times.iter().filter(|t| **t > now - self.window).collect();
         if recent.len() < self.max {
             return None;
         }

@@ -4,11 +4,11 @@
 
 use crate::error::GatehouseError;
 use crate::ids::random_id;
-use crate::model::{
-    AuditEvent, LastLogin, Lock, PasswordHash, UserChange, UserRecord, ADMIN_ROLE,
-};
+use crate::keys::{KeyRing, KeyRingView};
+use crate::model::{AuditEvent, LastLogin, Lock, PasswordHash, UserChange, UserRecord, ADMIN_ROLE};
 use crate::store::{EndSessions, SharedStore};
 use crate::throttle::FailureWindow;
+use crate::tokens::{LiveToken, TokenMap, TokenTable};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -48,20 +48,34 @@ pub struct ThrottleConfig {
 }
 
 pub struct UserStoreActor {
-    store: SharedStore,
+    pub(crate) store: SharedStore,
     view: UserDirectory,
     users: UserMap,
     by_name: HashMap<String, String>,
     by_user: FailureWindow<String>,
     by_ip: FailureWindow<IpAddr>,
+    pub(crate) tokens: TokenMap,
+    pub(crate) token_view: TokenTable,
+    pub(crate) keyring: KeyRingView,
     loaded: bool,
 }
 
+/// The read-side views the `UserStoreActor` publishes.
+#[derive(Clone, Default)]
+pub struct UserViews {
+    pub users: UserDirectory,
+    pub tokens: TokenTable,
+    pub keyring: KeyRingView,
+}
+
 impl UserStoreActor {
-    pub fn new(store: SharedStore, view: UserDirectory, throttle: ThrottleConfig) -> Self {
+    pub fn new(store: SharedStore, views: UserViews, throttle: ThrottleConfig) -> Self {
         Self {
             store,
-            view,
+            view: views.users,
+            tokens: TokenMap::new(),
+            token_view: views.tokens,
+            keyring: views.keyring,
             users: UserMap::new(),
             by_name: HashMap::new(),
             by_user: FailureWindow::new(throttle.max_failures, throttle.window),
@@ -70,7 +84,7 @@ impl UserStoreActor {
         }
     }
 
-    fn ensure_loaded(&self) -> Result<(), GatehouseError> {
+    pub(crate) fn ensure_loaded(&self) -> Result<(), GatehouseError> {
         if self.loaded {
             Ok(())
         } else {
@@ -80,10 +94,15 @@ impl UserStoreActor {
 
     /// Keeps `user` unless memory already has a newer version.
     fn put(&mut self, user: UserRecord) {
-        if self.users.get(&user.id).is_some_and(|u| u.version > user.version) {
+        if self
+            .users
+            .get(&user.id)
+            .is_some_and(|u| u.version > user.version)
+        {
             return;
         }
-        self.by_name.insert(user.username.to_lowercase(), user.id.clone());
+        self.by_name
+            .insert(user.username.to_lowercase(), user.id.clone());
         self.users.insert(user.id.clone(), Arc::new(user));
         self.view.publish(&self.users);
     }
@@ -104,28 +123,46 @@ impl Actor for UserStoreActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
-        ctx.wait(async move { store.load_users().await }.into_actor(self).map(
-            |res, act, ctx| match res {
-                Ok(users) => {
-                    for u in users {
-                        act.by_name.insert(u.username.to_lowercase(), u.id.clone());
-                        act.users.insert(u.id.clone(), Arc::new(u));
-                    }
-                    act.view.publish(&act.users);
-                    act.loaded = true;
+        let load = async move {
+            let users = store.load_users().await?;
+            let tokens = store.load_tokens().await?;
+            let mut keys = store.load_signing_keys().await?;
+            if keys.is_empty() {
+                // First start: make the token-signing key.
+                store
+                    .insert_signing_key(crate::keys::generate(OffsetDateTime::now_utc()))
+                    .await?;
+                keys = store.load_signing_keys().await?;
+            }
+            let ring = KeyRing::from_records(&keys)?;
+            Ok::<_, crate::error::StoreError>((users, tokens, ring))
+        };
+        ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
+            Ok((users, tokens, ring)) => {
+                for u in users {
+                    act.by_name.insert(u.username.to_lowercase(), u.id.clone());
+                    act.users.insert(u.id.clone(), Arc::new(u));
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "loading users failed; retrying");
-                    ctx.run_later(std::time::Duration::from_secs(1), |_, ctx| ctx.stop());
+                for t in tokens {
+                    act.tokens.insert(t.id.clone(), Arc::new(LiveToken::new(t)));
                 }
-            },
-        ));
+                act.view.publish(&act.users);
+                act.token_view.publish(&act.tokens);
+                act.keyring.publish(ring);
+                act.loaded = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "loading users failed; retrying");
+                ctx.run_later(std::time::Duration::from_secs(1), |_, ctx| ctx.stop());
+            }
+        }));
     }
 }
 
 impl Supervised for UserStoreActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.users = UserMap::new();
+        self.tokens = TokenMap::new();
         self.by_name.clear();
         self.loaded = false;
     }
@@ -181,7 +218,9 @@ impl Handler<AddUser> for UserStoreActor {
             }
             let fut = async move {
                 if let Some(hash) = msg.password {
-                    store.update_user(&id, UserChange::Password(hash), Some(EndSessions::All)).await?;
+                    store
+                        .update_user(&id, UserChange::Password(hash), Some(EndSessions::All))
+                        .await?;
                 }
                 store.update_user(&id, UserChange::Roles(roles), None).await
             };
@@ -193,7 +232,11 @@ impl Handler<AddUser> for UserStoreActor {
             username: msg.username,
             display_name: None,
             avatar_url: None,
-            roles: if admin { vec![ADMIN_ROLE.to_owned()] } else { Vec::new() },
+            roles: if admin {
+                vec![ADMIN_ROLE.to_owned()]
+            } else {
+                Vec::new()
+            },
             auth: msg.auth,
             created_at: msg.now,
             last_login: None,
@@ -202,13 +245,15 @@ impl Handler<AddUser> for UserStoreActor {
             version: 0,
         };
         let stored = user.clone();
-        Box::pin(async move { store.insert_user(stored).await }.into_actor(self).map(
-            move |res, act, _| {
-                res?;
-                act.put(user.clone());
-                Ok((user, true))
-            },
-        ))
+        Box::pin(
+            async move { store.insert_user(stored).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    act.put(user.clone());
+                    Ok((user, true))
+                }),
+        )
     }
 }
 
@@ -288,7 +333,9 @@ impl Handler<ChangeUser> for UserStoreActor {
             return Box::pin(fut::ready(Err(GatehouseError::NotFound)));
         };
         let store = self.store.clone();
-        write_user(self, async move { store.update_user(&id, msg.change, msg.end).await })
+        write_user(self, async move {
+            store.update_user(&id, msg.change, msg.end).await
+        })
     }
 }
 
@@ -309,15 +356,19 @@ impl Handler<RemoveUser> for UserStoreActor {
         };
         let store = self.store.clone();
         let id = user.id.clone();
-        Box::pin(async move { store.delete_user(&id).await }.into_actor(self).map(
-            move |res, act, _| {
-                let ended = res?;
-                act.users.remove(&user.id);
-                act.by_name.remove(&user.username.to_lowercase());
-                act.view.publish(&act.users);
-                Ok(((*user).clone(), ended))
-            },
-        ))
+        Box::pin(
+            async move { store.delete_user(&id).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let ended = res?;
+                    act.users.remove(&user.id);
+                    act.by_name.remove(&user.username.to_lowercase());
+                    act.view.publish(&act.users);
+                    act.tokens.retain(|_, t| t.record.user_id != user.id);
+                    act.token_view.publish(&act.tokens);
+                    Ok(((*user).clone(), ended))
+                }),
+        )
     }
 }
 
@@ -397,7 +448,10 @@ impl Handler<FinishLogin> for UserStoreActor {
     type Result = ResponseActFuture<Self, Result<UserRecord, GatehouseError>>;
 
     fn handle(&mut self, msg: FinishLogin, _: &mut Context<Self>) -> Self::Result {
-        let user = msg.user_id.as_ref().and_then(|id| self.users.get(id).cloned());
+        let user = msg
+            .user_id
+            .as_ref()
+            .and_then(|id| self.users.get(id).cloned());
         let (Some(user), true) = (user, msg.password_ok) else {
             self.by_user.record(msg.username.to_lowercase(), msg.now);
             if let Some(ip) = msg.ip {
@@ -410,11 +464,20 @@ impl Handler<FinishLogin> for UserStoreActor {
         }
         self.by_user.clear(&msg.username.to_lowercase());
         let store = self.store.clone();
-        let change = UserChange::Login { at: LastLogin { at: msg.now, ip: msg.ip }, upgrade: msg.upgrade };
+        let change = UserChange::Login {
+            at: LastLogin {
+                at: msg.now,
+                ip: msg.ip,
+            },
+            upgrade: msg.upgrade,
+        };
         let id = user.id.clone();
         Box::pin(
-            write_user(self, async move { store.update_user(&id, change, None).await })
-                .map(|res, _, _| res.map(|(u, _)| u)),
+            write_user(
+                self,
+                async move { store.update_user(&id, change, None).await },
+            )
+            .map(|res, _, _| res.map(|(u, _)| u)),
         )
     }
 }
@@ -437,7 +500,9 @@ impl RecordAudit {
             id: random_id(),
             at: now,
             actor: actor.map(|a| a.id.to_owned()),
-            actor_name: actor.map(|a| a.name.to_owned()).unwrap_or_else(|| "anonymous".into()),
+            actor_name: actor
+                .map(|a| a.name.to_owned())
+                .unwrap_or_else(|| "anonymous".into()),
             action: action.to_owned(),
             target,
             ip,
@@ -477,7 +542,8 @@ impl Handler<ListAudit> for UserStoreActor {
     }
 }
 
-/// Forgets throttling records that have left the window.
+/// Forgets throttling records that have left the window and writes the
+/// batched token last-use times. Answers how many throttling keys went.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<u64, GatehouseError>")]
 pub struct Sweep {
@@ -485,13 +551,29 @@ pub struct Sweep {
 }
 
 impl Handler<Sweep> for UserStoreActor {
-    type Result = Result<u64, GatehouseError>;
+    type Result = ResponseActFuture<Self, Result<u64, GatehouseError>>;
 
     fn handle(&mut self, msg: Sweep, _: &mut Context<Self>) -> Self::Result {
         let before = self.by_user.len() + self.by_ip.len();
         self.by_user.prune(msg.now);
         self.by_ip.prune(msg.now);
-        Ok((before - self.by_user.len() - self.by_ip.len()) as u64)
+        let pruned = (before - self.by_user.len() - self.by_ip.len()) as u64;
+        let used = self.unsaved_token_use();
+        let store = self.store.clone();
+        Box::pin(
+            async move { store.touch_tokens(used.clone()).await.map(|_| used) }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    for (id, at) in res? {
+                        if let Some(t) = act.tokens.get(&id) {
+                            let mut r = t.record.clone();
+                            r.last_used_at = Some(at);
+                            act.put_token(r);
+                        }
+                    }
+                    Ok(pruned)
+                }),
+        )
     }
 }
 
@@ -518,5 +600,8 @@ impl Handler<crate::Crash> for UserStoreActor {
 
 /// A lock to apply now.
 pub fn lock_now(reason: Option<String>, now: OffsetDateTime) -> Lock {
-    Lock { reason: reason.unwrap_or_else(|| "locked by an administrator".into()), at: now }
+    Lock {
+        reason: reason.unwrap_or_else(|| "locked by an administrator".into()),
+        at: now,
+    }
 }

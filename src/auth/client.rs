@@ -15,7 +15,9 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     }
     let mut client = peer;
     for value in req.headers().get_all("x-forwarded-for") {
-        let Ok(value) = value.to_str() else { return Some(client) };
+        let Ok(value) = value.to_str() else {
+            return Some(client);
+        };
         client = forwarded_client(value, trusted).unwrap_or(client);
     }
     Some(client)
@@ -23,7 +25,10 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     trusted.iter().any(|net| net.contains(&ip))
@@ -71,16 +76,31 @@ mod tests {
     #[test]
     fn forwarded_for_takes_rightmost_untrusted() {
         let t = nets(&["10.0.0.0/8"]);
-        assert_eq!(forwarded_client("1.2.3.4, 10.0.0.5", &t), Some("1.2.3.4".parse().unwrap()));
-        assert_eq!(forwarded_client("6.6.6.6, 1.2.3.4", &t), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            forwarded_client("1.2.3.4, 10.0.0.5", &t),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded_client("6.6.6.6, 1.2.3.4", &t),
+            Some("1.2.3.4".parse().unwrap())
+        );
         assert_eq!(forwarded_client("garbage, 10.0.0.5", &t), None);
-        assert_eq!(forwarded_client("10.0.0.9", &t), Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(
+            forwarded_client("10.0.0.9", &t),
+            Some("10.0.0.9".parse().unwrap())
+        );
     }
 
     #[test]
     fn cookies() {
-        assert_eq!(find_cookie("a=1; gatehouse_session=abc; b=2", "gatehouse_session"), Some("abc"));
-        assert_eq!(find_cookie("gatehouse_sessionx=1", "gatehouse_session"), None);
+        assert_eq!(
+            find_cookie("a=1; gatehouse_session=abc; b=2", "gatehouse_session"),
+            Some("abc")
+        );
+        assert_eq!(
+            find_cookie("gatehouse_sessionx=1", "gatehouse_session"),
+            None
+        );
         assert_eq!(find_cookie("", "x"), None);
     }
 

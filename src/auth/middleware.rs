@@ -1,12 +1,14 @@
 //! The middleware that resolves credentials, and the one that requires a
 //! scope on a whole scope of routes.
 
-use super::client::cookie;
+use super::bearer::is_gateway_token;
+use super::client::{client_ip, cookie};
 use super::principal::{no_users_error, Principal, Scope, Unauthenticated};
 use crate::error::ApiError;
 use crate::AppState;
 use actix_web::body::EitherBody;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header;
 use actix_web::{web, Error, HttpMessage, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use gatehouse_actors::TokenHash;
@@ -35,7 +37,9 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(AuthenticateService { service: Rc::new(service) }))
+        ready(Ok(AuthenticateService {
+            service: Rc::new(service),
+        }))
     }
 }
 
@@ -47,32 +51,112 @@ pub struct AuthenticateService<S> {
 enum Resolved {
     Principal(Principal),
     /// A credential was sent and is not valid (fail closed).
-    Invalid,
+    Invalid(Unauthenticated),
+    /// A valid credential used where it may not be (403).
+    Denied(ApiError),
     None,
+}
+
+const BAD_SESSION: Unauthenticated = Unauthenticated::Refused {
+    code: "invalid_session",
+    message: "the session is invalid or has ended; sign in again",
+};
+const BAD_TOKEN: Unauthenticated = Unauthenticated::Refused {
+    code: "invalid_api_key",
+    message: "invalid API token: send a valid gateway token (gh_…) as `Authorization: Bearer` or `x-api-key`",
+};
+
+/// The bearer credential: `Authorization: Bearer X` or `x-api-key: X`.
+fn bearer(req: &ServiceRequest) -> Option<&str> {
+    let headers = req.headers();
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn resolve(req: &ServiceRequest, state: &AppState) -> Resolved {
     let headers = req.headers();
+    if headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key") {
+        return match bearer(req) {
+            Some(token) => resolve_bearer(req, state, token),
+            None => Resolved::Invalid(BAD_TOKEN),
+        };
+    }
     let token = headers
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .or_else(|| cookie(req.request(), SESSION_COOKIE));
-    let Some(token) = token else { return Resolved::None };
+    let Some(token) = token else {
+        return Resolved::None;
+    };
     if token.is_empty() || token.len() > MAX_CREDENTIAL_LEN {
-        return Resolved::Invalid;
+        return Resolved::Invalid(BAD_SESSION);
     }
     let now = state.handles.now();
     let hash = TokenHash::of(token);
     let Some(session) = state.handles.session_view().validate(&hash, now) else {
-        return Resolved::Invalid;
+        return Resolved::Invalid(BAD_SESSION);
     };
     match state.handles.user_view().get(&session.record.user_id) {
         Some(user) if user.locked.is_none() => {
             session.touch(now);
-            Resolved::Principal(Principal::from_session(user, session.record.id.clone(), hash))
+            Resolved::Principal(Principal::from_session(
+                user,
+                session.record.id.clone(),
+                hash,
+            ))
         }
-        _ => Resolved::Invalid,
+        _ => Resolved::Invalid(BAD_SESSION),
     }
+}
+
+fn resolve_bearer(req: &ServiceRequest, state: &AppState, token: &str) -> Resolved {
+    if token.is_empty() || !is_gateway_token(token) {
+        return Resolved::Invalid(BAD_TOKEN);
+    }
+    let now = state.handles.now();
+    let (_claims, live) = match state.gateway_tokens.check(token, &state.handles, now) {
+        Ok(ok) => ok,
+        Err(why) => {
+            tracing::debug!(?why, "gateway token refused");
+            return Resolved::Invalid(BAD_TOKEN);
+        }
+    };
+    let user = match state.handles.user_view().get(&live.record.user_id) {
+        Some(u) if u.locked.is_none() => u,
+        _ => return Resolved::Invalid(BAD_TOKEN),
+    };
+    if let Some(nets) = &live.record.allowed_ips {
+        let ip = client_ip(req.request(), &state.config.server.trusted_proxies);
+        if !ip.is_some_and(|ip| ip_allowed(ip, nets)) {
+            tracing::info!(token = %live.record.id, "token used from outside its allowed_ips");
+            return Resolved::Denied(ApiError::forbidden(
+                "ip_not_allowed",
+                "this token may not be used from this address",
+            ));
+        }
+    }
+    live.touch(now);
+    Resolved::Principal(Principal::from_token(user, &live.record))
+}
+
+/// Whether `ip` is in one of the CIDRs (stored validated; a bad one matches nothing).
+pub fn ip_allowed(ip: std::net::IpAddr, nets: &[String]) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(std::net::IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    nets.iter()
+        .any(|n| n.parse::<ipnet::IpNet>().is_ok_and(|net| net.contains(&ip)))
 }
 
 /// Authentication is on as soon as one user exists or any other method is configured.
@@ -94,14 +178,22 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
             tracing::error!("Authenticate is mounted without gatehouse's AppState in app_data");
-            let res = req.error_response(ApiError::internal()).map_into_right_body();
+            let res = req
+                .error_response(ApiError::internal())
+                .map_into_right_body();
             return Box::pin(async move { Ok(res) });
         };
         match resolve(&req, &state) {
             Resolved::Principal(p) => {
                 req.extensions_mut().insert(p);
             }
-            Resolved::Invalid => {}
+            Resolved::Invalid(why) => {
+                req.extensions_mut().insert(why);
+            }
+            Resolved::Denied(e) => {
+                let res = req.error_response(e).map_into_right_body();
+                return Box::pin(async move { Ok(res) });
+            }
             Resolved::None if auth_enabled(&state) => {}
             Resolved::None if state.config.auth.allow_anonymous_local => {
                 req.extensions_mut().insert(Principal::local_admin());
@@ -134,7 +226,10 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequireScopeService { service: Rc::new(service), scope: self.0 }))
+        ready(Ok(RequireScopeService {
+            service: Rc::new(service),
+            scope: self.0,
+        }))
     }
 }
 
@@ -157,7 +252,12 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let verdict = match req.extensions().get::<Principal>() {
             Some(p) => p.require(self.scope),
-            None => Err(ApiError::unauthenticated()),
+            None => Err(match req.extensions().get::<Unauthenticated>() {
+                Some(Unauthenticated::Refused { code, message }) => {
+                    ApiError::unauthorized(code, *message)
+                }
+                _ => ApiError::unauthenticated(),
+            }),
         };
         if let Err(e) = verdict {
             let res = ServiceResponse::new(req.request().clone(), e.error_response());

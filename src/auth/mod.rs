@@ -3,6 +3,7 @@
 //! handlers take it with the extractor. Fail closed: a request without a
 //! valid credential has no principal, whatever it sent.
 
+pub mod bearer;
 mod client;
 mod middleware;
 mod principal;

@@ -10,7 +10,9 @@ use std::future::{ready, Ready};
 use std::sync::Arc;
 
 /// `read`, `write`, `admin`; `admin` implies the other two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -78,6 +80,8 @@ impl FromIterator<Scope> for Scopes {
 pub enum Via {
     /// A session cookie or `X-Session-Token`.
     Session { id: String, token_hash: TokenHash },
+    /// A gateway API token (`gh_…`), by its id.
+    Token { id: String },
     /// No authentication configured, on loopback, with `allow_anonymous_local`.
     LocalAnonymous,
 }
@@ -92,11 +96,17 @@ pub struct Principal {
     pub via: Via,
     /// The user record behind the principal, when there is one.
     pub user: Option<Arc<UserRecord>>,
+    /// The models this credential may call (`None`: no restriction of its own).
+    pub models: Option<Arc<[String]>>,
 }
 
 impl Principal {
     pub fn from_session(user: Arc<UserRecord>, id: String, token_hash: TokenHash) -> Self {
-        let scopes = if user.is_admin() { Scopes::ALL } else { Scopes::SIGNED_IN };
+        let scopes = if user.is_admin() {
+            Scopes::ALL
+        } else {
+            Scopes::SIGNED_IN
+        };
         Principal {
             id: user.id.clone(),
             username: user.username.clone(),
@@ -105,6 +115,35 @@ impl Principal {
             attributes: BTreeMap::new(),
             via: Via::Session { id, token_hash },
             user: Some(user),
+            models: None,
+        }
+    }
+
+    /// A gateway token's principal: the token's scopes, capped by what its
+    /// user may do now (a user who lost the Admin role loses `admin`).
+    pub fn from_token(user: Arc<UserRecord>, token: &gatehouse_actors::model::TokenRecord) -> Self {
+        let cap = if user.is_admin() {
+            Scopes::ALL
+        } else {
+            Scopes::SIGNED_IN
+        };
+        let scopes: Scopes = token
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            .filter(|s| cap.allows(*s))
+            .collect();
+        Principal {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            roles: user.roles.clone(),
+            scopes,
+            attributes: BTreeMap::new(),
+            via: Via::Token {
+                id: token.id.clone(),
+            },
+            user: Some(user),
+            models: token.models.as_ref().map(|m| m.clone().into()),
         }
     }
 
@@ -117,6 +156,7 @@ impl Principal {
             attributes: BTreeMap::new(),
             via: Via::LocalAnonymous,
             user: None,
+            models: None,
         }
     }
 
@@ -149,6 +189,12 @@ impl Principal {
 pub enum Unauthenticated {
     /// No user and no other method yet: say how to add the first user.
     NoUsersYet,
+    /// A credential was sent and refused; the message names the method,
+    /// never why this one failed.
+    Refused {
+        code: &'static str,
+        message: &'static str,
+    },
 }
 
 impl FromRequest for Principal {
@@ -161,6 +207,9 @@ impl FromRequest for Principal {
             Some(p) => Ok(p.clone()),
             None => Err(match ext.get::<Unauthenticated>() {
                 Some(Unauthenticated::NoUsersYet) => no_users_error(),
+                Some(Unauthenticated::Refused { code, message }) => {
+                    ApiError::unauthorized(code, *message)
+                }
                 None => ApiError::unauthenticated(),
             }),
         })

@@ -36,26 +36,61 @@ pub async fn change_password(
     body: web::Json<PasswordChange>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = principal.user.clone().ok_or_else(|| ApiError::forbidden("no_password", "this account has no password"))?;
+    let user = principal
+        .user
+        .clone()
+        .ok_or_else(|| ApiError::forbidden("no_password", "this account has no password"))?;
     let ip = client_ip(&req, &state.config.server.trusted_proxies);
     let now = state.handles.now();
-    let begin = BeginLogin { username: user.username.clone(), ip, now };
-    let current = state.handles.users().send(begin).await??.ok_or_else(ApiError::unauthenticated)?;
+    let begin = BeginLogin {
+        username: user.username.clone(),
+        ip,
+        now,
+    };
+    let current = state
+        .handles
+        .users()
+        .send(begin)
+        .await??
+        .ok_or_else(ApiError::unauthenticated)?;
     check_strength(&body.new).map_err(|m| ApiError::unprocessable("weak_password", m))?;
-    let stored = current.password.as_ref().ok_or_else(|| ApiError::forbidden("no_password", "this account has no password"))?;
+    let stored = current
+        .password
+        .as_ref()
+        .ok_or_else(|| ApiError::forbidden("no_password", "this account has no password"))?;
     let ok = body.current.len() <= crate::password::MAX_PASSWORD_LEN
         && state.hasher.verify(&body.current, Some(stored)).await?.ok;
     if !ok {
-        let fail = FinishLogin { username: user.username.clone(), user_id: None, password_ok: false, upgrade: None, ip, now };
+        let fail = FinishLogin {
+            username: user.username.clone(),
+            user_id: None,
+            password_ok: false,
+            upgrade: None,
+            ip,
+            now,
+        };
         let _ = state.handles.users().send(fail).await?;
-        return Err(ApiError::forbidden("invalid_current_password", "the current password is not correct"));
+        return Err(ApiError::forbidden(
+            "invalid_current_password",
+            "the current password is not correct",
+        ));
     }
-    let actor = Actor { id: Some(user.id.clone()), name: user.username.clone(), ip };
-    accounts::set_password(&state, &actor, UserRef::Id(user.id.clone()), &body.new, principal.session_hash())
-        .await
-        .map_err(|e| match e.status.as_u16() {
-            404 => GatehouseError::Unauthenticated.into(),
-            _ => e,
-        })?;
+    let actor = Actor {
+        id: Some(user.id.clone()),
+        name: user.username.clone(),
+        ip,
+    };
+    accounts::set_password(
+        &state,
+        &actor,
+        UserRef::Id(user.id.clone()),
+        &body.new,
+        principal.session_hash(),
+    )
+    .await
+    .map_err(|e| match e.status.as_u16() {
+        404 => GatehouseError::Unauthenticated.into(),
+        _ => e,
+    })?;
     Ok(HttpResponse::NoContent().finish())
 }

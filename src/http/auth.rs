@@ -50,12 +50,30 @@ pub async fn login(
     let LoginRequest { username, password } = body.into_inner();
     let ip = client_ip(&req, &state.config.server.trusted_proxies);
     let now = state.handles.now();
-    let actor = Actor { id: None, name: username.chars().take(64).collect(), ip };
+    let actor = Actor {
+        id: None,
+        name: username.chars().take(64).collect(),
+        ip,
+    };
     let users = state.handles.users();
-    let candidate = match users.send(BeginLogin { username: username.clone(), ip, now }).await? {
+    let candidate = match users
+        .send(BeginLogin {
+            username: username.clone(),
+            ip,
+            now,
+        })
+        .await?
+    {
         Ok(c) => c,
         Err(e @ GatehouseError::Throttled { .. }) => {
-            audit(&state, &actor, "auth.throttled", Some(actor.name.clone()), json!({})).await;
+            audit(
+                &state,
+                &actor,
+                "auth.throttled",
+                Some(actor.name.clone()),
+                json!({}),
+            )
+            .await;
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
@@ -65,7 +83,10 @@ pub async fn login(
     let stored = candidate.as_ref().and_then(|u| u.password.as_ref());
     let plausible = password.len() <= MAX_PASSWORD_LEN && username.len() <= 256;
     let checked = if plausible { password.as_str() } else { "" };
-    let verified = state.hasher.verify(checked, stored.filter(|_| plausible)).await?;
+    let verified = state
+        .hasher
+        .verify(checked, stored.filter(|_| plausible))
+        .await?;
     let finish = FinishLogin {
         username,
         user_id: candidate.as_ref().map(|u| u.id.clone()),
@@ -77,17 +98,43 @@ pub async fn login(
     let user = match users.send(finish).await? {
         Ok(u) => u,
         Err(e) => {
-            let action = if matches!(e, GatehouseError::AccountLocked) { "auth.login.locked" } else { "auth.login.failure" };
+            let action = if matches!(e, GatehouseError::AccountLocked) {
+                "auth.login.locked"
+            } else {
+                "auth.login.failure"
+            };
             audit(&state, &actor, action, Some(actor.name.clone()), json!({})).await;
             return Err(e.into());
         }
     };
     let ttl = state.config.auth.session_ttl;
-    let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let create = CreateSession { user_id: user.id.clone(), via: "password".into(), ttl, ip, user_agent: ua, now };
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let create = CreateSession {
+        user_id: user.id.clone(),
+        via: "password".into(),
+        ttl,
+        ip,
+        user_agent: ua,
+        now,
+    };
     let (token, _session) = state.handles.sessions().send(create).await??;
-    let actor = Actor { id: Some(user.id.clone()), name: user.username.clone(), ip };
-    audit(&state, &actor, "auth.login.success", Some(user.username.clone()), json!({"via": "password"})).await;
+    let actor = Actor {
+        id: Some(user.id.clone()),
+        name: user.username.clone(),
+        ip,
+    };
+    audit(
+        &state,
+        &actor,
+        "auth.login.success",
+        Some(user.username.clone()),
+        json!({"via": "password"}),
+    )
+    .await;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&state, &token, ttl))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -95,23 +142,44 @@ pub async fn login(
 }
 
 /// Ends the caller's session (if any) and clears the cookie.
-pub async fn logout(req: HttpRequest, principal: Option<Principal>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    req: HttpRequest,
+    principal: Option<Principal>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if let Some(p) = principal {
         if let Via::Session { token_hash, .. } = p.via {
-            state.handles.sessions().send(EndSession { token_hash }).await??;
+            state
+                .handles
+                .sessions()
+                .send(EndSession { token_hash })
+                .await??;
             let ip = client_ip(&req, &state.config.server.trusted_proxies);
-            let actor = Actor { id: Some(p.id.clone()), name: p.username.clone(), ip };
+            let actor = Actor {
+                id: Some(p.id.clone()),
+                name: p.username.clone(),
+                ip,
+            };
             audit(&state, &actor, "auth.logout", Some(p.username), json!({})).await;
         }
     }
-    Ok(HttpResponse::NoContent().cookie(cleared_cookie(&state)).finish())
+    Ok(HttpResponse::NoContent()
+        .cookie(cleared_cookie(&state))
+        .finish())
 }
 
-pub async fn session(principal: Principal, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn session(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let Via::Session { token_hash, .. } = principal.via else {
         return Err(ApiError::unauthenticated());
     };
-    let s = state.handles.session_view().validate(&token_hash, state.handles.now()).ok_or_else(ApiError::unauthenticated)?;
+    let s = state
+        .handles
+        .session_view()
+        .validate(&token_hash, state.handles.now())
+        .ok_or_else(ApiError::unauthenticated)?;
     let user = principal.user.ok_or_else(ApiError::unauthenticated)?;
     Ok(HttpResponse::Ok().json(json!({
         "user": user.view(),
@@ -124,7 +192,9 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
     let auth = &state.config.auth;
     let mut list = vec![json!({"id": "password", "name": "Password", "type": "password"})];
     if auth.github.is_some() {
-        list.push(json!({"id": "github", "name": "GitHub", "type": "oauth", "url": "/auth/github"}));
+        list.push(
+            json!({"id": "github", "name": "GitHub", "type": "oauth", "url": "/auth/github"}),
+        );
     }
     for name in auth.oidc.keys() {
         list.push(json!({"id": format!("oidc:{name}"), "name": name, "type": "oidc", "url": format!("/auth/oidc/{name}")}));

@@ -10,7 +10,8 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let failing = state.handles.readiness().await;
     if failing.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready", "store": state.handles.store().backend()}))
+        HttpResponse::Ok()
+            .json(json!({"status": "ready", "store": state.handles.store().backend()}))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({
             "status": "unavailable",

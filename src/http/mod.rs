@@ -3,6 +3,7 @@
 pub mod account;
 pub mod auth;
 pub mod health;
+pub mod tokens;
 
 use crate::auth::Authenticate;
 use crate::error::json_error;
@@ -10,7 +11,9 @@ use actix_web::web;
 
 /// JSON limits for the auth, account and admin routes.
 pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).error_handler(json_error)
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(json_error)
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
@@ -33,5 +36,17 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .wrap(Authenticate)
                 .route("/me", web::get().to(account::me))
                 .route("/password", web::post().to(account::change_password)),
+        )
+        .route("/.well-known/jwks.json", web::get().to(tokens::jwks))
+        .service(
+            web::scope("/api/tokens")
+                .app_data(json_config(body_limit))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(Authenticate)
+                .route("", web::post().to(tokens::create))
+                .route("", web::get().to(tokens::list))
+                .route("/{id}", web::get().to(tokens::get))
+                .route("/{id}", web::delete().to(tokens::revoke))
+                .route("/{id}/rotate", web::post().to(tokens::rotate)),
         );
 }

@@ -16,7 +16,11 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         .env("GATEHOUSE__SERVER__PORT", "9292")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains("s3cr3t-value-xyz"), "{text}");
     assert!(text.contains("***"));
@@ -29,11 +33,19 @@ fn unknown_keys_and_bad_values_stop_the_start_naming_the_key() {
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("bad.toml");
     std::fs::write(&file, "[server]\nprot = 1\n").unwrap();
-    let out = cli(home.path(), &["serve", "--config", file.to_str().unwrap()], None);
+    let out = cli(
+        home.path(),
+        &["serve", "--config", file.to_str().unwrap()],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.prot"));
     std::fs::write(&file, "[auth]\nsession_ttl = \"forever\"\n").unwrap();
-    let out = cli(home.path(), &["config", "check", "--config", file.to_str().unwrap()], None);
+    let out = cli(
+        home.path(),
+        &["config", "check", "--config", file.to_str().unwrap()],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth.session_ttl"));
     let out = std::process::Command::new(bin())

@@ -8,13 +8,22 @@ use std::process::{Command, Stdio};
 fn example_path() -> std::path::PathBuf {
     // target/debug/deps/api-… → target/debug/examples/embed
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join("embed")
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("embed")
 }
 
 #[actix_web::test]
 async fn a_product_mounts_gatehouse_and_guards_its_own_routes() {
     let home = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(example_path())
         .arg(port.to_string())
         .env("GATEHOUSE_HOME", home.path())
@@ -23,28 +32,68 @@ async fn a_product_mounts_gatehouse_and_guards_its_own_routes() {
         .spawn()
         .expect("the embed example is built by cargo test");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").expect("example started").to_owned();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("example started")
+        .to_owned();
 
     // Users are added through the example's admin socket, by the real CLI.
-    cli_ok(home.path(), &["users", "add", "ann", "--password-stdin"], Some(PW));
-    cli_ok(home.path(), &["users", "add", "root", "--admin", "--password-stdin"], Some(PW));
+    cli_ok(
+        home.path(),
+        &["users", "add", "ann", "--password-stdin"],
+        Some(PW),
+    );
+    cli_ok(
+        home.path(),
+        &["users", "add", "root", "--admin", "--password-stdin"],
+        Some(PW),
+    );
 
     let c = client();
     assert_eq!(c.get(format!("{url}/")).send().await.unwrap().status(), 200);
     let res = c.get(format!("{url}/product/hello")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert!(res.headers().contains_key("www-authenticate"));
-    let res = c.post(format!("{url}/auth/login")).json(&json!({"username": "ann", "password": PW})).send().await.unwrap();
+    let res = c
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"username": "ann", "password": PW}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    let hello: serde_json::Value = c.get(format!("{url}/product/hello")).send().await.unwrap().json().await.unwrap();
+    let hello: serde_json::Value = c
+        .get(format!("{url}/product/hello"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(hello["hello"], "ann");
-    let (status, code) = error_code(c.get(format!("{url}/product/admin")).send().await.unwrap()).await;
+    let (status, code) =
+        error_code(c.get(format!("{url}/product/admin")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (403, "insufficient_scope"));
 
     let admin = client();
-    admin.post(format!("{url}/auth/login")).json(&json!({"username": "root", "password": PW})).send().await.unwrap();
-    assert_eq!(admin.get(format!("{url}/product/admin")).send().await.unwrap().status(), 200);
+    admin
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"username": "root", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .get(format!("{url}/product/admin"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -5,10 +5,16 @@ async fn health_and_ready() {
     let app = spawn_app().await;
     let res = app.get("/health").await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "ok"
+    );
     let res = app.get("/ready").await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["store"], "sled");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["store"],
+        "sled"
+    );
 }
 
 #[actix_web::test]
@@ -23,12 +29,19 @@ async fn without_users_everything_but_health_says_how_to_add_one() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health").await.status(), 200);
     assert_eq!(app.get("/ready").await.status(), 200);
-    for res in [app.get("/account/api/me").await, app.login("admin", PW).await, app.get("/auth/session").await] {
+    for res in [
+        app.get("/account/api/me").await,
+        app.login("admin", PW).await,
+        app.get("/auth/session").await,
+    ] {
         assert_eq!(res.status(), 401);
         assert!(res.headers().contains_key("www-authenticate"));
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "no_users");
-        assert!(body["error"]["message"].as_str().unwrap().contains("gatehouse users add"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gatehouse users add"));
     }
     // The first user turns sign-in on at once.
     app.add_user("admin", PW, false).await;
@@ -45,7 +58,13 @@ async fn anonymous_local_admin_only_when_configured_and_only_without_users() {
     assert_eq!(me["username"], "local");
     assert_eq!(me["roles"][0], "Admin");
     // A bad credential is refused even here: fail closed.
-    let res = app.client.get(format!("{}/account/api/me", app.url)).header("x-session-token", "bogus").send().await.unwrap();
+    let res = app
+        .client
+        .get(format!("{}/account/api/me", app.url))
+        .header("x-session-token", "bogus")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     app.add_user("alice", PW, false).await;
     assert_eq!(app.get("/account/api/me").await.status(), 401);

@@ -68,12 +68,21 @@ pub async fn spawn_full(tune: impl FnOnce(&mut Config), supervise_every: Duratio
     .unwrap();
     let addr = server.addrs()[0];
     actix_rt::spawn(server.run());
-    TestApp { url: format!("http://{addr}"), client: client(), gh, clock, home }
+    TestApp {
+        url: format!("http://{addr}"),
+        client: client(),
+        gh,
+        clock,
+        home,
+    }
 }
 
 fn init_tracing() {
     if std::env::var("TEST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt().with_env_filter("debug").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -83,13 +92,25 @@ impl TestApp {
     }
 
     pub async fn add_user(&self, name: &str, password: &str, admin: bool) -> Value {
-        let (u, _) = gatehouse::accounts::add_user(&self.state(), &gatehouse::accounts::Actor::cli(), name, password, admin, true)
-            .await
-            .expect("user added");
+        let (u, _) = gatehouse::accounts::add_user(
+            &self.state(),
+            &gatehouse::accounts::Actor::cli(),
+            name,
+            password,
+            admin,
+            true,
+        )
+        .await
+        .expect("user added");
         serde_json::to_value(u.view()).unwrap()
     }
 
-    pub async fn login_with(&self, client: &reqwest::Client, name: &str, password: &str) -> Response {
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        password: &str,
+    ) -> Response {
         client
             .post(format!("{}/auth/login", self.url))
             .json(&json!({"username": name, "password": password}))
@@ -103,15 +124,28 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.client.get(format!("{}{path}", self.url)).send().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get_with(&self, client: &reqwest::Client, path: &str) -> Response {
-        client.get(format!("{}{path}", self.url)).send().await.unwrap()
+        client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> Response {
-        self.client.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap()
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -125,14 +159,24 @@ pub fn session_token(res: &Response) -> Option<String> {
 }
 
 pub fn set_cookie(res: &Response) -> String {
-    res.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    res.headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 pub async fn error_code(res: Response) -> (u16, String) {
     let status = res.status().as_u16();
     let body: Value = res.json().await.expect("an OpenAI-shaped JSON error");
-    let code = body["error"]["code"].as_str().expect("error.code is a string").to_owned();
-    assert!(body["error"]["message"].is_string() && body["error"]["type"].is_string(), "{body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code is a string")
+        .to_owned();
+    assert!(
+        body["error"]["message"].is_string() && body["error"]["type"].is_string(),
+        "{body}"
+    );
     (status, code)
 }
 
@@ -163,7 +207,11 @@ pub fn cli(home: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Out
 
 pub fn cli_ok(home: &Path, args: &[&str], stdin: Option<&str>) -> String {
     let out = cli(home, args, stdin);
-    assert!(out.status.success(), "gatehouse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gatehouse {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -188,15 +236,30 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| {
-            panic!("server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default())
-        });
-        Server { url: url.to_owned(), child, stderr: Some(log) }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Server {
+            url: url.to_owned(),
+            child,
+            stderr: Some(log),
+        }
     }
 
     pub fn log(&self) -> String {
-        self.stderr.as_ref().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default()
+        self.stderr
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -13,7 +13,10 @@ async fn login_sets_a_safe_cookie_and_never_returns_the_token() {
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(flag), "{cookie} lacks {flag}");
     }
-    assert!(!cookie.contains("Secure"), "no Secure without secure_cookies: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "no Secure without secure_cookies: {cookie}"
+    );
     let token = session_token(&res).unwrap();
     let text = res.text().await.unwrap();
     assert!(!text.contains(&token));
@@ -43,7 +46,10 @@ async fn unknown_user_and_wrong_password_get_identical_401s() {
     let b = app.login("nobody", "wrong-password-here").await;
     assert_eq!(a.status(), 401);
     assert_eq!(b.status(), 401);
-    assert_eq!(a.headers().get("www-authenticate"), b.headers().get("www-authenticate"));
+    assert_eq!(
+        a.headers().get("www-authenticate"),
+        b.headers().get("www-authenticate")
+    );
     assert!(a.headers().get("set-cookie").is_none());
     assert_eq!(a.text().await.unwrap(), b.text().await.unwrap());
 }
@@ -55,11 +61,21 @@ async fn session_header_works_like_the_cookie() {
     let token = session_token(&app.login("alice", PW).await).unwrap();
     let bare = client();
     assert_eq!(app.get_with(&bare, "/account/api/me").await.status(), 401);
-    let res = bare.get(format!("{}/account/api/me", app.url)).header("X-Session-Token", &token).send().await.unwrap();
+    let res = bare
+        .get(format!("{}/account/api/me", app.url))
+        .header("X-Session-Token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // A forged or truncated token is refused.
     for bad in [&token[..20], "x", &"a".repeat(9000)] {
-        let res = bare.get(format!("{}/account/api/me", app.url)).header("X-Session-Token", bad).send().await.unwrap();
+        let res = bare
+            .get(format!("{}/account/api/me", app.url))
+            .header("X-Session-Token", bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401, "{bad}");
     }
 }
@@ -69,11 +85,18 @@ async fn throttles_a_username_even_with_the_right_password_then_recovers() {
     let app = spawn_app().await;
     app.add_user("alice", PW, false).await;
     for _ in 0..5 {
-        assert_eq!(app.login("alice", "wrong-password-here").await.status(), 401);
+        assert_eq!(
+            app.login("alice", "wrong-password-here").await.status(),
+            401
+        );
     }
     let res = app.login("alice", PW).await;
     assert_eq!(res.status(), 429);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry > 0 && retry <= 15 * 60, "{retry}");
     let (_, code) = error_code(res).await;
     assert_eq!(code, "too_many_attempts");
@@ -81,7 +104,8 @@ async fn throttles_a_username_even_with_the_right_password_then_recovers() {
     for _ in 0..3 {
         assert_eq!(app.login("alice", PW).await.status(), 429);
     }
-    app.clock.advance(Duration::minutes(15) + Duration::seconds(1));
+    app.clock
+        .advance(Duration::minutes(15) + Duration::seconds(1));
     assert_eq!(app.login("alice", PW).await.status(), 200);
 }
 
@@ -90,7 +114,12 @@ async fn throttles_one_address_guessing_many_usernames() {
     let app = spawn_app().await;
     app.add_user("alice", PW, false).await;
     for i in 0..5 {
-        assert_eq!(app.login(&format!("user{i}"), "wrong-password-here").await.status(), 401);
+        assert_eq!(
+            app.login(&format!("user{i}"), "wrong-password-here")
+                .await
+                .status(),
+            401
+        );
     }
     assert_eq!(app.login("alice", PW).await.status(), 429);
 }
@@ -144,7 +173,14 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
 async fn locked_account_is_403_only_after_the_right_password() {
     let app = spawn_app().await;
     app.add_user("bob", PW, false).await;
-    gatehouse::accounts::lock_user(&app.state(), &gatehouse::accounts::Actor::cli(), "bob", Some("left".into())).await.unwrap();
+    gatehouse::accounts::lock_user(
+        &app.state(),
+        &gatehouse::accounts::Actor::cli(),
+        "bob",
+        Some("left".into()),
+    )
+    .await
+    .unwrap();
     let (status, code) = error_code(app.login("bob", "wrong-password-here").await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
     let (status, code) = error_code(app.login("bob", PW).await).await;
@@ -159,7 +195,14 @@ async fn malformed_and_oversized_bodies_are_clean_errors() {
     let send = |body: String| {
         let c = app.client.clone();
         let url = url.clone();
-        async move { c.post(url).header("content-type", "application/json").body(body).send().await.unwrap() }
+        async move {
+            c.post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     let (s, code) = error_code(send("{\"username\":".into()).await).await;
     assert_eq!((s, code.as_str()), (400, "invalid_json"));
@@ -171,10 +214,20 @@ async fn malformed_and_oversized_bodies_are_clean_errors() {
     let res = send(r#"{"username":"alice","password":["my-secret-value"]}"#.into()).await;
     assert_eq!(res.status(), 400);
     assert!(!res.text().await.unwrap().contains("my-secret-value"));
-    let huge = format!(r#"{{"username":"alice","password":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let huge = format!(
+        r#"{{"username":"alice","password":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
     let (s, code) = error_code(send(huge).await).await;
     assert_eq!((s, code.as_str()), (413, "payload_too_large"));
-    let res = app.client.post(&url).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    let res = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 415);
     // None of it signed anyone in or broke anything.
     assert_eq!(app.login("alice", PW).await.status(), 200);

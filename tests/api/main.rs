@@ -11,3 +11,4 @@ mod login;
 mod oauth_state;
 mod resilience;
 mod sessions;
+mod tokens;

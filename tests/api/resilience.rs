@@ -17,7 +17,10 @@ async fn a_panicking_actor_gives_503s_not_hangs_then_is_replaced_with_its_state(
     let started = Instant::now();
     let (status, code) = error_code(app.login_with(&client(), "alice", PW).await).await;
     assert_eq!((status, code.as_str()), (503, "service_unavailable"));
-    assert!(started.elapsed() < Duration::from_secs(10), "a dead actor must not hang requests");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a dead actor must not hang requests"
+    );
     let ready = app.get("/ready").await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
@@ -33,7 +36,12 @@ async fn a_panicking_actor_gives_503s_not_hangs_then_is_replaced_with_its_state(
 
     handles.sessions().do_send(Crash);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let res = app.client.post(format!("{}/auth/logout", app.url)).send().await.unwrap();
+    let res = app
+        .client
+        .post(format!("{}/auth/logout", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
     app.gh.supervisor().send(CheckNow).await.unwrap();
     // Sessions were reloaded from the store: the cookie still works.
@@ -50,7 +58,10 @@ async fn the_supervisor_replaces_a_dead_actor_by_itself() {
     handles.sessions().do_send(Crash);
     let deadline = Instant::now() + Duration::from_secs(10);
     while handles.restarts() < 2 {
-        assert!(Instant::now() < deadline, "the supervisor did not replace the actors");
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor did not replace the actors"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.get("/ready").await.status(), 200);
@@ -81,7 +92,13 @@ async fn a_burst_of_requests_during_a_crash_all_get_answers() {
     for t in tasks {
         statuses.push(t.await.unwrap().expect("every request is answered"));
     }
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
-    assert!(statuses.contains(&503) || handles.restarts() == 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503) || handles.restarts() == 1,
+        "{statuses:?}"
+    );
     assert_eq!(*statuses.last().unwrap(), 200, "{statuses:?}");
 }

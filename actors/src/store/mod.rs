@@ -9,7 +9,10 @@ pub use sled_store::SledStore;
 
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
-use crate::model::{AuditEvent, OAuthState, SessionRecord, UserChange, UserRecord};
+use crate::model::{
+    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UserChange,
+    UserRecord,
+};
 use async_trait::async_trait;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -40,8 +43,8 @@ pub trait Store: Send + Sync + 'static {
         change: UserChange,
         end: Option<EndSessions>,
     ) -> Result<(UserRecord, u64), GatehouseError>;
-    /// Removes a user and everything that hangs on it, atomically.
-    /// Returns how many sessions ended.
+    /// Removes a user and everything that hangs on it (sessions, API
+    /// tokens), atomically. Returns how many sessions ended.
     async fn delete_user(&self, user_id: &str) -> Result<u64, GatehouseError>;
 
     // --- sessions --------------------------------------------------------
@@ -50,13 +53,41 @@ pub trait Store: Send + Sync + 'static {
     /// removal racing a sign-in never leaves a session behind.
     async fn insert_session(&self, session: SessionRecord) -> Result<(), GatehouseError>;
     async fn delete_session(&self, hash: TokenHash) -> Result<bool, StoreError>;
-    async fn delete_user_sessions(&self, user_id: &str, end: EndSessions)
-        -> Result<u64, StoreError>;
+    async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        end: EndSessions,
+    ) -> Result<u64, StoreError>;
     /// Records last-seen times in one batch (sessions that are gone are skipped).
-    async fn touch_sessions(&self, seen: Vec<(TokenHash, OffsetDateTime)>)
-        -> Result<(), StoreError>;
+    async fn touch_sessions(
+        &self,
+        seen: Vec<(TokenHash, OffsetDateTime)>,
+    ) -> Result<(), StoreError>;
     /// Deletes every session with `expires_at < now`.
     async fn sweep_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // --- API tokens ------------------------------------------------------
+    async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Inserts a token; `NotFound` when its user is gone, `AccountLocked` when locked.
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), GatehouseError>;
+    async fn update_token(
+        &self,
+        id: &str,
+        change: TokenChange,
+    ) -> Result<TokenRecord, GatehouseError>;
+    /// Atomically: the old token keeps working until `grace_until`, the new one is stored.
+    async fn rotate_token(
+        &self,
+        old_id: &str,
+        grace_until: OffsetDateTime,
+        new: TokenRecord,
+    ) -> Result<TokenRecord, GatehouseError>;
+    /// Records last-use times in one batch (tokens that are gone are skipped).
+    async fn touch_tokens(&self, used: Vec<(String, OffsetDateTime)>) -> Result<(), StoreError>;
+
+    // --- token-signing keys ----------------------------------------------
+    async fn load_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    async fn insert_signing_key(&self, key: SigningKeyRecord) -> Result<(), StoreError>;
 
     // --- OAuth states ----------------------------------------------------
     async fn insert_oauth_state(&self, state: OAuthState) -> Result<(), StoreError>;

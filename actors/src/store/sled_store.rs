@@ -5,7 +5,10 @@
 use super::{EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
-use crate::model::{AuditEvent, OAuthState, SessionRecord, UserChange, UserRecord};
+use crate::model::{
+    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UserChange,
+    UserRecord,
+};
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::Tree;
@@ -25,6 +28,8 @@ struct Inner {
     sessions: Tree,
     oauth: Tree,
     audit: Tree,
+    tokens: Tree,
+    keys: Tree,
     meta: Tree,
     /// Serialises writes that read sessions and then change them with a user.
     user_lock: Mutex<()>,
@@ -43,11 +48,15 @@ impl SledStore {
             sessions: db.open_tree("sessions")?,
             oauth: db.open_tree("oauth_states")?,
             audit: db.open_tree("audit")?,
+            tokens: db.open_tree("api_tokens")?,
+            keys: db.open_tree("signing_keys")?,
             meta: db.open_tree("meta")?,
             db,
             user_lock: Mutex::new(()),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, GatehouseError>
@@ -98,7 +107,9 @@ fn tx_err(e: TransactionError<GatehouseError>) -> GatehouseError {
     }
 }
 
-fn abort<T>(e: impl Into<GatehouseError>) -> Result<T, ConflictableTransactionError<GatehouseError>> {
+fn abort<T>(
+    e: impl Into<GatehouseError>,
+) -> Result<T, ConflictableTransactionError<GatehouseError>> {
     Err(ConflictableTransactionError::Abort(e.into()))
 }
 
@@ -110,7 +121,11 @@ impl Inner {
         }
     }
 
-    fn session_keys_of(&self, user_id: &str, end: EndSessions) -> Result<Vec<sled::IVec>, StoreError> {
+    fn session_keys_of(
+        &self,
+        user_id: &str,
+        end: EndSessions,
+    ) -> Result<Vec<sled::IVec>, StoreError> {
         let mut keys = Vec::new();
         for item in self.sessions.iter() {
             let (k, v) = item?;
@@ -122,8 +137,41 @@ impl Inner {
         Ok(keys)
     }
 
+    fn token_keys_of(&self, user_id: &str) -> Result<Vec<sled::IVec>, StoreError> {
+        let mut keys = Vec::new();
+        for item in self.tokens.iter() {
+            let (k, v) = item?;
+            if from_json::<TokenRecord>(&v)?.user_id == user_id {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    }
+
+    fn get_token(&self, id: &str) -> Result<TokenRecord, GatehouseError> {
+        match self.tokens.get(id.as_bytes()).map_err(StoreError::from)? {
+            Some(b) => Ok(from_json(&b)?),
+            None => Err(GatehouseError::NotFound),
+        }
+    }
+
+    fn check_user_active(&self, user_id: &str) -> Result<(), GatehouseError> {
+        if self.get_user(user_id)?.locked.is_some() {
+            return Err(GatehouseError::AccountLocked);
+        }
+        Ok(())
+    }
+
+    fn load_all<T: serde::de::DeserializeOwned>(tree: &Tree) -> Result<Vec<T>, StoreError> {
+        tree.iter().values().map(|v| from_json(&v?)).collect()
+    }
+
     /// Writes `user` and removes `ending` sessions in one transaction.
-    fn put_user_ending(&self, user: &UserRecord, ending: &[sled::IVec]) -> Result<(), GatehouseError> {
+    fn put_user_ending(
+        &self,
+        user: &UserRecord,
+        ending: &[sled::IVec],
+    ) -> Result<(), GatehouseError> {
         let bytes = to_json(user)?;
         (&self.users, &self.sessions)
             .transaction(|(users, sessions)| {
@@ -136,7 +184,11 @@ impl Inner {
             .map_err(tx_err)
     }
 
-    fn sweep(tree: &Tree, now: OffsetDateTime, expires: impl Fn(&[u8]) -> Result<OffsetDateTime, StoreError>) -> Result<u64, StoreError> {
+    fn sweep(
+        tree: &Tree,
+        now: OffsetDateTime,
+        expires: impl Fn(&[u8]) -> Result<OffsetDateTime, StoreError>,
+    ) -> Result<u64, StoreError> {
         let mut n = 0;
         for item in tree.iter() {
             let (k, v) = item?;
@@ -158,7 +210,12 @@ impl Store for SledStore {
     async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            inner.users.iter().values().map(|v| from_json(&v?)).collect()
+            inner
+                .users
+                .iter()
+                .values()
+                .map(|v| from_json(&v?))
+                .collect()
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
@@ -209,13 +266,17 @@ impl Store for SledStore {
             let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
             let user = i.get_user(&user_id)?;
             let ending = i.session_keys_of(&user_id, EndSessions::All)?;
+            let tokens = i.token_keys_of(&user_id)?;
             let key = name_key(&user.username);
-            (&i.users, &i.names, &i.sessions)
-                .transaction(|(users, names, sessions)| {
+            (&i.users, &i.names, &i.sessions, &i.tokens)
+                .transaction(|(users, names, sessions, tok)| {
                     users.remove(user_id.as_bytes())?;
                     names.remove(key.as_slice())?;
                     for k in &ending {
                         sessions.remove(k)?;
+                    }
+                    for k in &tokens {
+                        tok.remove(k)?;
                     }
                     Ok(())
                 })
@@ -228,7 +289,12 @@ impl Store for SledStore {
     async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            inner.sessions.iter().values().map(|v| from_json(&v?)).collect()
+            inner
+                .sessions
+                .iter()
+                .values()
+                .map(|v| from_json(&v?))
+                .collect()
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
@@ -250,10 +316,15 @@ impl Store for SledStore {
     }
 
     async fn delete_session(&self, hash: TokenHash) -> Result<bool, StoreError> {
-        self.run_store(move |i| Ok(i.sessions.remove(hash.0)?.is_some())).await
+        self.run_store(move |i| Ok(i.sessions.remove(hash.0)?.is_some()))
+            .await
     }
 
-    async fn delete_user_sessions(&self, user_id: &str, end: EndSessions) -> Result<u64, StoreError> {
+    async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        end: EndSessions,
+    ) -> Result<u64, StoreError> {
         let user_id = user_id.to_owned();
         self.run_store(move |i| {
             let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,7 +339,10 @@ impl Store for SledStore {
         .await
     }
 
-    async fn touch_sessions(&self, seen: Vec<(TokenHash, OffsetDateTime)>) -> Result<(), StoreError> {
+    async fn touch_sessions(
+        &self,
+        seen: Vec<(TokenHash, OffsetDateTime)>,
+    ) -> Result<(), StoreError> {
         if seen.is_empty() {
             return Ok(());
         }
@@ -276,14 +350,19 @@ impl Store for SledStore {
             for (hash, at) in seen {
                 // Compare-and-swap so a concurrent delete is never undone.
                 loop {
-                    let Some(old) = i.sessions.get(hash.0)? else { break };
+                    let Some(old) = i.sessions.get(hash.0)? else {
+                        break;
+                    };
                     let mut s: SessionRecord = from_json(&old)?;
                     if s.last_seen_at >= at {
                         break;
                     }
                     s.last_seen_at = at;
                     let new = to_json(&s)?;
-                    if i.sessions.compare_and_swap(hash.0, Some(old), Some(new))?.is_ok() {
+                    if i.sessions
+                        .compare_and_swap(hash.0, Some(old), Some(new))?
+                        .is_ok()
+                    {
                         break;
                     }
                 }
@@ -295,7 +374,126 @@ impl Store for SledStore {
 
     async fn sweep_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.run_store(move |i| {
-            Inner::sweep(&i.sessions, now, |v| Ok(from_json::<SessionRecord>(v)?.expires_at))
+            Inner::sweep(&i.sessions, now, |v| {
+                Ok(from_json::<SessionRecord>(v)?.expires_at)
+            })
+        })
+        .await
+    }
+
+    async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || Inner::load_all(&inner.tokens))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), GatehouseError> {
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            i.check_user_active(&token.user_id)?;
+            i.tokens
+                .insert(token.id.as_bytes(), to_json(&token)?)
+                .map_err(StoreError::from)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_token(
+        &self,
+        id: &str,
+        change: TokenChange,
+    ) -> Result<TokenRecord, GatehouseError> {
+        let id = id.to_owned();
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = i.get_token(&id)?;
+            match change {
+                TokenChange::Revoke { at } => {
+                    if t.revoked_at.is_none() {
+                        t.revoked_at = Some(at);
+                    }
+                }
+            }
+            i.tokens
+                .insert(id.as_bytes(), to_json(&t)?)
+                .map_err(StoreError::from)?;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn rotate_token(
+        &self,
+        old_id: &str,
+        grace_until: OffsetDateTime,
+        new: TokenRecord,
+    ) -> Result<TokenRecord, GatehouseError> {
+        let old_id = old_id.to_owned();
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut old = i.get_token(&old_id)?;
+            i.check_user_active(&old.user_id)?;
+            old.grace_until = Some(old.grace_until.map_or(grace_until, |g| g.min(grace_until)));
+            let (old_bytes, new_bytes) = (to_json(&old)?, to_json(&new)?);
+            i.tokens
+                .transaction(|tok| {
+                    tok.insert(old.id.as_bytes(), old_bytes.as_slice())?;
+                    tok.insert(new.id.as_bytes(), new_bytes.as_slice())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+            Ok(old)
+        })
+        .await
+    }
+
+    async fn touch_tokens(&self, used: Vec<(String, OffsetDateTime)>) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.run_store(move |i| {
+            for (id, at) in used {
+                loop {
+                    let Some(old) = i.tokens.get(id.as_bytes())? else {
+                        break;
+                    };
+                    let mut t: TokenRecord = from_json(&old)?;
+                    if t.last_used_at.is_some_and(|l| l >= at) {
+                        break;
+                    }
+                    t.last_used_at = Some(at);
+                    let new = to_json(&t)?;
+                    if i.tokens
+                        .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || Inner::load_all(&inner.keys))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn insert_signing_key(&self, key: SigningKeyRecord) -> Result<(), StoreError> {
+        self.run_store(move |i| {
+            // Keys sort by creation time, so the last one is the newest.
+            let mut k = (key.created_at.unix_timestamp_nanos() as u128)
+                .to_be_bytes()
+                .to_vec();
+            k.extend_from_slice(key.kid.as_bytes());
+            i.keys.insert(k, to_json(&key)?)?;
+            Ok(())
         })
         .await
     }
@@ -319,7 +517,11 @@ impl Store for SledStore {
 
     async fn sweep_oauth_states(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.run_store(move |i| {
-            Inner::sweep(&i.oauth, now, |v| Ok(from_json::<OAuthState>(v)?.expires_at))
+            Inner::sweep(
+                &i.oauth,
+                now,
+                |v| Ok(from_json::<OAuthState>(v)?.expires_at),
+            )
         })
         .await
     }
@@ -327,7 +529,9 @@ impl Store for SledStore {
     async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         self.run_store(move |i| {
             // Keys sort by time: big-endian nanoseconds, then the random id.
-            let mut key = (event.at.unix_timestamp_nanos() as u128).to_be_bytes().to_vec();
+            let mut key = (event.at.unix_timestamp_nanos() as u128)
+                .to_be_bytes()
+                .to_vec();
             key.extend_from_slice(event.id.as_bytes());
             i.audit.insert(key, to_json(&event)?)?;
             Ok(())
@@ -353,7 +557,8 @@ impl Store for SledStore {
 
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.run_store(|i| {
-            i.meta.insert("ready_probe", &crate::ids::random_bytes::<8>())?;
+            i.meta
+                .insert("ready_probe", &crate::ids::random_bytes::<8>())?;
             Ok(())
         })
         .await
