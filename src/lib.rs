@@ -51,6 +51,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub hasher: Hasher,
     pub gateway_tokens: auth::bearer::GatewayTokens,
+    pub validators: auth::external::Validators,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub enum StartError {
         "the postgres store backend is not available in this build yet; use backend = \"sled\""
     )]
     Backend,
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A running Gatehouse: its actors and the state handlers need.
@@ -185,12 +188,15 @@ impl Builder {
                 window: auth.login_failure_window,
             },
         };
+        let validators = auth::external::Validators::new(&self.config.auth.bearer)
+            .map_err(StartError::Config)?;
         let (supervisor, handles) = Supervisor::start(store, self.clock, actor_config).await?;
         let state = AppState {
             handles,
             config: Arc::new(self.config),
             hasher: Hasher::new(self.hasher_threads),
             gateway_tokens: Default::default(),
+            validators,
         };
         Ok(Gatehouse {
             data: actix_web::web::Data::new(state),

@@ -39,12 +39,15 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(AuthenticateService {
             service: Rc::new(service),
+            http: Rc::default(),
         }))
     }
 }
 
 pub struct AuthenticateService<S> {
     service: Rc<S>,
+    /// This worker's client for external validators (`awc` is per thread).
+    http: Rc<std::cell::OnceCell<awc::Client>>,
 }
 
 /// What the credentials of a request amount to.
@@ -54,17 +57,22 @@ enum Resolved {
     Invalid(Unauthenticated),
     /// A valid credential used where it may not be (403).
     Denied(ApiError),
+    /// A bearer token for the `[[auth.bearer]]` validators.
+    External(String),
     None,
 }
 
 const BAD_SESSION: Unauthenticated = Unauthenticated::Refused {
     code: "invalid_session",
-    message: "the session is invalid or has ended; sign in again",
+    message: std::borrow::Cow::Borrowed("the session is invalid or has ended; sign in again"),
 };
-const BAD_TOKEN: Unauthenticated = Unauthenticated::Refused {
-    code: "invalid_api_key",
-    message: "invalid API token: send a valid gateway token (gh_…) as `Authorization: Bearer` or `x-api-key`",
-};
+
+fn bad_token(state: &AppState) -> Unauthenticated {
+    Unauthenticated::Refused {
+        code: "invalid_api_key",
+        message: std::borrow::Cow::Owned(state.validators.message().to_string()),
+    }
+}
 
 /// The bearer credential: `Authorization: Bearer X` or `x-api-key: X`.
 fn bearer(req: &ServiceRequest) -> Option<&str> {
@@ -85,7 +93,7 @@ fn resolve(req: &ServiceRequest, state: &AppState) -> Resolved {
     if headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key") {
         return match bearer(req) {
             Some(token) => resolve_bearer(req, state, token),
-            None => Resolved::Invalid(BAD_TOKEN),
+            None => Resolved::Invalid(bad_token(state)),
         };
     }
     let token = headers
@@ -117,20 +125,26 @@ fn resolve(req: &ServiceRequest, state: &AppState) -> Resolved {
 }
 
 fn resolve_bearer(req: &ServiceRequest, state: &AppState, token: &str) -> Resolved {
-    if token.is_empty() || !is_gateway_token(token) {
-        return Resolved::Invalid(BAD_TOKEN);
+    if token.is_empty() || token.len() > super::bearer::MAX_TOKEN_LEN {
+        return Resolved::Invalid(bad_token(state));
+    }
+    if !is_gateway_token(token) {
+        return match state.validators.is_empty() {
+            true => Resolved::Invalid(bad_token(state)),
+            false => Resolved::External(token.to_owned()),
+        };
     }
     let now = state.handles.now();
     let (_claims, live) = match state.gateway_tokens.check(token, &state.handles, now) {
         Ok(ok) => ok,
         Err(why) => {
             tracing::debug!(?why, "gateway token refused");
-            return Resolved::Invalid(BAD_TOKEN);
+            return Resolved::Invalid(bad_token(state));
         }
     };
     let user = match state.handles.user_view().get(&live.record.user_id) {
         Some(u) if u.locked.is_none() => u,
-        _ => return Resolved::Invalid(BAD_TOKEN),
+        _ => return Resolved::Invalid(bad_token(state)),
     };
     if let Some(nets) = &live.record.allowed_ips {
         let ip = client_ip(req.request(), &state.config.server.trusted_proxies);
@@ -194,6 +208,27 @@ where
                 let res = req.error_response(e).map_into_right_body();
                 return Box::pin(async move { Ok(res) });
             }
+            Resolved::External(token) => {
+                let svc = self.service.clone();
+                let http = self.http.clone();
+                return Box::pin(async move {
+                    let client = http.get_or_init(|| state.validators.http_client());
+                    let now = state.handles.now();
+                    match state
+                        .validators
+                        .validate(client, &token, req.request(), now)
+                        .await
+                    {
+                        Some(p) => {
+                            req.extensions_mut().insert((*p).clone());
+                        }
+                        None => {
+                            req.extensions_mut().insert(bad_token(&state));
+                        }
+                    }
+                    Ok(svc.call(req).await?.map_into_left_body())
+                });
+            }
             Resolved::None if auth_enabled(&state) => {}
             Resolved::None if state.config.auth.allow_anonymous_local => {
                 req.extensions_mut().insert(Principal::local_admin());
@@ -252,12 +287,10 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let verdict = match req.extensions().get::<Principal>() {
             Some(p) => p.require(self.scope),
-            None => Err(match req.extensions().get::<Unauthenticated>() {
-                Some(Unauthenticated::Refused { code, message }) => {
-                    ApiError::unauthorized(code, *message)
-                }
-                _ => ApiError::unauthenticated(),
-            }),
+            None => Err(req
+                .extensions()
+                .get::<Unauthenticated>()
+                .map_or_else(ApiError::unauthenticated, Unauthenticated::error)),
         };
         if let Err(e) = verdict {
             let res = ServiceResponse::new(req.request().clone(), e.error_response());

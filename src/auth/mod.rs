@@ -5,8 +5,9 @@
 
 pub mod bearer;
 mod client;
+pub mod external;
 mod middleware;
-mod principal;
+pub(crate) mod principal;
 
 pub use client::{client_ip, cookie, find_cookie, forwarded_client};
 pub use middleware::{Authenticate, RequireScope, SESSION_COOKIE, SESSION_HEADER};

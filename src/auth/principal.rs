@@ -82,6 +82,8 @@ pub enum Via {
     Session { id: String, token_hash: TokenHash },
     /// A gateway API token (`gh_…`), by its id.
     Token { id: String },
+    /// A bearer token accepted by an `[[auth.bearer]]` validator.
+    External { method: &'static str },
     /// No authentication configured, on loopback, with `allow_anonymous_local`.
     LocalAnonymous,
 }
@@ -185,7 +187,7 @@ impl Principal {
 }
 
 /// Why a request has no principal: the extractor's 401 says so.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Unauthenticated {
     /// No user and no other method yet: say how to add the first user.
     NoUsersYet,
@@ -193,8 +195,19 @@ pub enum Unauthenticated {
     /// never why this one failed.
     Refused {
         code: &'static str,
-        message: &'static str,
+        message: std::borrow::Cow<'static, str>,
     },
+}
+
+impl Unauthenticated {
+    pub fn error(&self) -> ApiError {
+        match self {
+            Unauthenticated::NoUsersYet => no_users_error(),
+            Unauthenticated::Refused { code, message } => {
+                ApiError::unauthorized(code, message.clone())
+            }
+        }
+    }
 }
 
 impl FromRequest for Principal {
@@ -205,13 +218,9 @@ impl FromRequest for Principal {
         let ext = req.extensions();
         ready(match ext.get::<Principal>() {
             Some(p) => Ok(p.clone()),
-            None => Err(match ext.get::<Unauthenticated>() {
-                Some(Unauthenticated::NoUsersYet) => no_users_error(),
-                Some(Unauthenticated::Refused { code, message }) => {
-                    ApiError::unauthorized(code, *message)
-                }
-                None => ApiError::unauthenticated(),
-            }),
+            None => Err(ext
+                .get::<Unauthenticated>()
+                .map_or_else(ApiError::unauthenticated, Unauthenticated::error)),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The signed-in user's own account (API.md "Account").
 
 use crate::accounts::{self, Actor};
-use crate::auth::{client_ip, Principal};
+use crate::auth::{client_ip, Principal, Via};
 use crate::error::ApiError;
 use crate::password::check_strength;
 use crate::AppState;
@@ -12,14 +12,21 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub async fn me(principal: Principal) -> Result<HttpResponse, ApiError> {
-    match &principal.user {
-        Some(u) => Ok(HttpResponse::Ok().json(u.view())),
-        None => Ok(HttpResponse::Ok().json(json!({
-            "id": principal.id, "username": principal.username, "display_name": null,
-            "avatar_url": null, "roles": principal.roles, "auth": "local",
-            "created_at": null, "last_login": null, "locked": null
-        }))),
+    if let Some(u) = &principal.user {
+        return Ok(HttpResponse::Ok().json(u.view()));
     }
+    // A principal without a user record here: the local admin, or a bearer
+    // token accepted by an external validator.
+    let auth = match principal.via {
+        Via::External { method } => method,
+        _ => "local",
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "id": principal.id, "username": principal.username, "display_name": null,
+        "avatar_url": null, "roles": principal.roles, "auth": auth,
+        "created_at": null, "last_login": null, "locked": null,
+        "attributes": principal.attributes, "scopes": principal.scopes.names(),
+    })))
 }
 
 #[derive(Deserialize)]

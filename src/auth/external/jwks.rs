@@ -1,0 +1,205 @@
+//! OAuth2 JWT access tokens checked against the issuer's JWKS. Keys are
+//! fetched and cached (`key_recheck_period`); an unknown `kid` refetches at
+//! most once per 30 s. The algorithm must be one the key's type allows:
+//! `none` and HMAC (whose "secret" would be a public key) never are.
+
+use super::{claims, Identity, MAX_ANSWER};
+use crate::config::BearerConfig;
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use time::{Duration, OffsetDateTime};
+
+const REFETCH_AT_MOST_EVERY: Duration = Duration::seconds(30);
+const LEEWAY: i64 = 30;
+const MAX_KEYS: usize = 64;
+
+struct KeySet {
+    keys: HashMap<String, (DecodingKey, Vec<Algorithm>)>,
+    fetched_at: OffsetDateTime,
+}
+
+pub struct JwksValidator {
+    uri: String,
+    issuer: String,
+    audience: String,
+    recheck: Duration,
+    mapping: BTreeMap<String, String>,
+    keys: ArcSwapOption<KeySet>,
+    last_attempt: Mutex<Option<OffsetDateTime>>,
+}
+
+impl JwksValidator {
+    pub fn new(c: &BearerConfig) -> Self {
+        Self {
+            uri: c.jwks_uri.clone(),
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            recheck: Duration::try_from(c.key_recheck_period).unwrap_or(Duration::HOUR),
+            mapping: c.claims_mapping.clone(),
+            keys: ArcSwapOption::empty(),
+            last_attempt: Mutex::new(None),
+        }
+    }
+
+    /// Claims a refetch slot: true at most once per 30 s.
+    fn may_fetch(&self, now: OffsetDateTime) -> bool {
+        let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now - t < REFETCH_AT_MOST_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    async fn fetch(&self, http: &awc::Client, now: OffsetDateTime) -> Result<(), &'static str> {
+        let mut res = http
+            .get(&self.uri)
+            .insert_header(("accept", "application/json"))
+            .send()
+            .await
+            .map_err(|_| "jwks fetch failed")?;
+        if !res.status().is_success() {
+            return Err("jwks fetch: bad status");
+        }
+        let body = res
+            .body()
+            .limit(MAX_ANSWER)
+            .await
+            .map_err(|_| "jwks fetch: bad body")?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| "jwks: not a JWK set")?;
+        let mut keys = HashMap::new();
+        for jwk in set.keys.iter().take(MAX_KEYS) {
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            let algs = allowed_algorithms(jwk);
+            if algs.is_empty() {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            keys.insert(jwk.common.key_id.clone().unwrap_or_default(), (key, algs));
+        }
+        self.keys.store(Some(Arc::new(KeySet {
+            keys,
+            fetched_at: now,
+        })));
+        Ok(())
+    }
+
+    pub async fn validate(
+        &self,
+        http: &awc::Client,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Identity, &'static str> {
+        if token.len() > crate::auth::bearer::MAX_TOKEN_LEN || token.split('.').count() != 3 {
+            return Err("not a JWT");
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "bad header")?;
+        let kid = header.kid.clone().unwrap_or_default();
+        let stale = self
+            .keys
+            .load()
+            .as_ref()
+            .is_none_or(|k| now - k.fetched_at > self.recheck);
+        if stale && self.may_fetch(now) {
+            if let Err(e) = self.fetch(http, now).await {
+                tracing::warn!(uri = %self.uri, why = e, "fetching the JWKS failed");
+            }
+        }
+        let mut found = self.lookup(&kid);
+        if found.is_none() && self.may_fetch(now) {
+            // An unknown kid: the issuer may have rotated its keys.
+            if let Err(e) = self.fetch(http, now).await {
+                tracing::warn!(uri = %self.uri, why = e, "fetching the JWKS failed");
+            }
+            found = self.lookup(&kid);
+        }
+        let (key, algs) = found.ok_or("unknown kid")?;
+        if !algs.contains(&header.alg) {
+            return Err("algorithm not allowed for this key");
+        }
+        let mut v = Validation::new(header.alg);
+        v.validate_exp = false; // checked below against the gateway's clock
+        v.validate_nbf = false;
+        v.set_required_spec_claims(&["exp"]);
+        if self.issuer.is_empty() {
+            v.iss = None;
+        } else {
+            v.set_issuer(&[&self.issuer]);
+        }
+        if self.audience.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&[&self.audience]);
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
+            .map_err(|_| "signature or claims")?;
+        let c = data.claims;
+        let t = now.unix_timestamp();
+        let exp = c.get("exp").and_then(Value::as_i64).ok_or("no exp")?;
+        if exp + LEEWAY <= t {
+            return Err("expired");
+        }
+        if c.get("nbf")
+            .and_then(Value::as_i64)
+            .is_some_and(|nbf| nbf - LEEWAY > t)
+        {
+            return Err("not yet valid");
+        }
+        let subject = c
+            .get("sub")
+            .or_else(|| c.get("client_id"))
+            .and_then(Value::as_str)
+            .ok_or("no subject")?
+            .to_owned();
+        Ok(Identity {
+            username: claims::username(&c, &subject),
+            subject,
+            scopes: claims::scopes_from(&c),
+            attributes: claims::attributes_from(&c, &self.mapping),
+            expires_at: OffsetDateTime::from_unix_timestamp(exp).ok(),
+        })
+    }
+
+    fn lookup(&self, kid: &str) -> Option<(DecodingKey, Vec<Algorithm>)> {
+        let set = self.keys.load_full()?;
+        match set.keys.get(kid) {
+            Some(k) => Some(k.clone()),
+            // A token without a kid may use the only key there is.
+            None if kid.is_empty() && set.keys.len() == 1 => set.keys.values().next().cloned(),
+            None => None,
+        }
+    }
+}
+
+/// The algorithms a key's type allows (narrowed by its `alg`, if any).
+fn allowed_algorithms(jwk: &jsonwebtoken::jwk::Jwk) -> Vec<Algorithm> {
+    use Algorithm::*;
+    let by_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![RS256, RS384, RS512, PS256, PS384, PS512],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![ES256],
+            EllipticCurve::P384 => vec![ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => vec![EdDSA],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKey(_) => vec![],
+    };
+    match &jwk.common.key_algorithm {
+        Some(declared) => by_type
+            .into_iter()
+            .filter(|a| format!("{a:?}") == format!("{declared:?}"))
+            .collect(),
+        None => by_type,
+    }
+}
