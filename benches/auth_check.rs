@@ -218,5 +218,88 @@ fn password_hashes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, session_check, password_hashes);
+fn gateway_tokens(c: &mut Criterion) {
+    use gatehouse::auth::bearer::{verify, GatewayTokens};
+    use gatehouse_actors::tokens::{CreateToken, TokenSpec};
+    let f = fixture();
+    let user_id = f
+        .handles
+        .session_view()
+        .validate(
+            &TokenHash::of(&f.tokens[0]),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+        .record
+        .user_id
+        .clone();
+    let handles = f.handles.clone();
+    let secrets: Vec<String> = f._system.block_on(async move {
+        let mut out = Vec::new();
+        for i in 0..1000 {
+            let spec = TokenSpec {
+                name: format!("t{i}"),
+                scopes: vec!["read".into()],
+                models: None,
+                allowed_ips: None,
+                max_idle: None,
+                ttl: time::Duration::days(1),
+            };
+            let msg = CreateToken {
+                user_id: user_id.clone(),
+                spec,
+                now: handles.now(),
+            };
+            out.push(handles.users().send(msg).await.unwrap().unwrap().0);
+        }
+        out
+    });
+    let now = time::OffsetDateTime::now_utc();
+    let cache = GatewayTokens::default();
+    for s in &secrets {
+        cache.check(s, &f.handles, now).unwrap();
+    }
+    let ids: Vec<String> = secrets
+        .iter()
+        .map(|s| cache.check(s, &f.handles, now).unwrap().0.jti.clone())
+        .collect();
+    let baseline: HashMap<String, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i))
+        .collect();
+    let table = f.handles.token_table().clone();
+    let mut g = c.benchmark_group("gateway_token");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("baseline_hashmap_lookup_by_id", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            black_box(baseline.get(&ids[i]))
+        })
+    });
+    g.bench_function("revocation_check_alone", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            let t = table.get(&ids[i]).unwrap();
+            black_box(t.record.status(now, t.last_used_at()))
+        })
+    });
+    g.bench_function("seen_before_full_check", |b| {
+        b.iter(|| {
+            i = (i + 1) % secrets.len();
+            black_box(cache.check(&secrets[i], &f.handles, now).unwrap())
+        })
+    });
+    let ring = f.handles.keyring().load();
+    g.bench_function("first_sight_ed25519_verify", |b| {
+        b.iter(|| {
+            i = (i + 1) % secrets.len();
+            black_box(verify(&secrets[i][3..], &ring).unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, session_check, gateway_tokens, password_hashes);
 criterion_main!(benches);

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod accounts;
 pub mod admin_socket;
 pub mod auth;

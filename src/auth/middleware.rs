@@ -173,6 +173,20 @@ pub fn ip_allowed(ip: std::net::IpAddr, nets: &[String]) -> bool {
         .any(|n| n.parse::<ipnet::IpNet>().is_ok_and(|net| net.contains(&ip)))
 }
 
+/// `[[access.rules]]` scope grants and denials. A gateway token can only
+/// lose scopes this way: it never holds more than it was issued with.
+fn apply_policy(state: &AppState, mut p: Principal) -> Principal {
+    let policy = &state.config.access;
+    if !policy.is_empty() {
+        let scopes = policy.scopes_for(&p);
+        p.scopes = match p.via {
+            super::Via::Token { .. } => scopes.and(p.scopes),
+            _ => scopes,
+        };
+    }
+    p
+}
+
 /// Authentication is on as soon as one user exists or any other method is configured.
 pub fn auth_enabled(state: &AppState) -> bool {
     !state.handles.user_view().is_empty() || state.config.has_external_auth()
@@ -199,7 +213,7 @@ where
         };
         match resolve(&req, &state) {
             Resolved::Principal(p) => {
-                req.extensions_mut().insert(p);
+                req.extensions_mut().insert(apply_policy(&state, p));
             }
             Resolved::Invalid(why) => {
                 req.extensions_mut().insert(why);
@@ -220,7 +234,8 @@ where
                         .await
                     {
                         Some(p) => {
-                            req.extensions_mut().insert((*p).clone());
+                            req.extensions_mut()
+                                .insert(apply_policy(&state, (*p).clone()));
                         }
                         None => {
                             req.extensions_mut().insert(bad_token(&state));

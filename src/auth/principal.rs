@@ -55,6 +55,14 @@ impl Scopes {
         Scopes(self.0 | Self::bit(s))
     }
 
+    pub fn and(self, other: Scopes) -> Self {
+        Scopes(self.0 & other.0)
+    }
+
+    pub fn without(self, s: Scope) -> Self {
+        Scopes(self.0 & !Self::bit(s))
+    }
+
     /// Whether these scopes allow `s` (`admin` allows everything).
     pub fn allows(self, s: Scope) -> bool {
         self.0 & Self::bit(s) != 0 || self.0 & Self::bit(Scope::Admin) != 0

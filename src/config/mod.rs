@@ -104,6 +104,8 @@ pub struct Config {
     pub models: ModelsConfig,
     pub egress: EgressConfig,
     pub tasks: TasksConfig,
+    /// `[[access.rules]]`.
+    pub access: crate::access::AccessPolicy,
     /// The merged, expanded settings with secrets already replaced by `***`.
     redacted: Value,
 }

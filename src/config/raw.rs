@@ -78,6 +78,41 @@ pub(super) struct RawConfig {
     pub(super) models: RawModels,
     pub(super) egress: RawEgress,
     pub(super) tasks: RawTasks,
+    #[serde(default)]
+    pub(super) access: RawAccess,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccess {
+    #[serde(default)]
+    pub(super) rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    #[serde(default)]
+    pub(super) effect: Option<String>,
+    #[serde(default, rename = "match")]
+    pub(super) who: RawMatch,
+    #[serde(default)]
+    pub(super) models: Vec<String>,
+    #[serde(default)]
+    pub(super) scopes: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    #[serde(default)]
+    pub(super) roles: Vec<String>,
+    #[serde(default)]
+    pub(super) users: Vec<String>,
+    #[serde(default)]
+    pub(super) methods: Vec<String>,
+    #[serde(default)]
+    pub(super) attributes: BTreeMap<String, Vec<String>>,
 }
 
 raw!(RawServer {

@@ -182,7 +182,7 @@ fn unknown_keys_are_named() {
         err("[[auth.bearer]]\ntype = \"jwks\"\njwks_uri = \"https://a/jwks\"\n[[auth.bearer]]\ntype = \"github\"\nbar = 2\n"),
         "unknown key `auth.bearer[1].bar`"
     );
-    assert_eq!(err("[access]\nx = 1\n"), "unknown key `access`");
+    assert_eq!(err("[access]\nx = 1\n"), "unknown key `access.x`");
 }
 
 #[test]
@@ -334,4 +334,32 @@ proptest! {
         let _ = parse_duration(&t);
         let _ = expand(&s, &HashMap::new());
     }
+}
+
+#[test]
+fn access_rules_are_parsed_and_bad_ones_refused() {
+    let c = load(
+        "[[access.rules]]\nmatch = { attributes = { teams = [\"ml\"] }, methods = [\"jwks\"] }\nmodels = [\"openai/*\"]\n\n[[access.rules]]\neffect = \"deny\"\nmatch = { users = [\"bob\"] }\nscopes = [\"write\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.access.rules.len(), 2);
+    assert_eq!(c.access.rules[1].effect, crate::access::Effect::Deny);
+    assert!(
+        err("[[access.rules]]\nmodels = [\"x\"]\neffect = \"maybe\"\n")
+            .starts_with("access.rules[0].effect:")
+    );
+    assert!(err("[[access.rules]]\nmatch = { roles = [\"a\"] }\n").starts_with("access.rules[0]:"));
+    assert!(
+        err("[[access.rules]]\nscopes = [\"root\"]\n").starts_with("access.rules[0].scopes[0]:")
+    );
+    assert!(
+        err("[[access.rules]]\nscopes = [\"read\"]\nmatch = { methods = [\"magic\"] }\n")
+            .starts_with("access.rules[0].match.methods[0]:")
+    );
+    assert!(
+        err("[[access.rules]]\nscopes = [\"read\"]\nmatch = { team = [\"x\"] }\n")
+            .contains("access.rules[0].match.team")
+    );
+    assert!(err("[[access.rules]]\nscopes = [\"read\"]\nwho = 1\n").contains("access.rules[0].who"));
 }

@@ -317,6 +317,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         concurrency: at_least("tasks.concurrency", raw.tasks.concurrency, 1)?,
     };
 
+    let access = access(raw.access)?;
+
     Ok(Config {
         server,
         store,
@@ -325,8 +327,79 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         models,
         egress,
         tasks,
+        access,
         redacted: Value::Null,
     })
+}
+
+/// `[[access.rules]]`: every rule must say what it grants or denies, to whom,
+/// with known effects, scopes and methods.
+fn access(raw: super::raw::RawAccess) -> Result<crate::access::AccessPolicy, ConfigError> {
+    use crate::access::{Effect, Match, Rule, METHODS};
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        let key = format!("access.rules[{i}]");
+        let effect = match r.effect.as_deref().map(str::trim) {
+            None | Some("allow") => Effect::Allow,
+            Some("deny") => Effect::Deny,
+            Some(other) => {
+                return Err(bad(
+                    format!("{key}.effect"),
+                    format!("must be \"allow\" or \"deny\", not {other:?}"),
+                ))
+            }
+        };
+        if r.models.is_empty() && r.scopes.is_empty() {
+            return Err(bad(&key, "a rule must list models or scopes"));
+        }
+        for (j, m) in r.models.iter().enumerate() {
+            if m.trim().is_empty() || m.len() > 200 {
+                return Err(bad(
+                    format!("{key}.models[{j}]"),
+                    "must be a model name or pattern such as \"openai/*\"",
+                ));
+            }
+        }
+        let mut scopes = Vec::new();
+        for (j, sc) in r.scopes.iter().enumerate() {
+            let scope = crate::auth::Scope::parse(sc.trim()).ok_or_else(|| {
+                bad(
+                    format!("{key}.scopes[{j}]"),
+                    format!("unknown scope {sc:?} (read, write, admin)"),
+                )
+            })?;
+            scopes.push(scope);
+        }
+        for (j, m) in r.who.methods.iter().enumerate() {
+            if !METHODS.contains(&m.as_str()) {
+                return Err(bad(
+                    format!("{key}.match.methods[{j}]"),
+                    format!("unknown method {m:?} ({})", METHODS.join(", ")),
+                ));
+            }
+        }
+        for (k, v) in &r.who.attributes {
+            if k.trim().is_empty() || v.is_empty() {
+                return Err(bad(
+                    format!("{key}.match.attributes.{k}"),
+                    "must name an attribute and at least one value",
+                ));
+            }
+        }
+        let who = Match {
+            roles: r.who.roles,
+            users: r.who.users,
+            methods: r.who.methods,
+            attributes: r.who.attributes,
+        };
+        rules.push(Rule {
+            effect,
+            who,
+            models: r.models.into_iter().map(|m| m.trim().to_owned()).collect(),
+            scopes,
+        });
+    }
+    Ok(crate::access::AccessPolicy { rules })
 }
 
 fn s_lower(s: &str) -> String {

@@ -22,7 +22,10 @@ where
             InitError = (),
         > + 'static,
 {
-    let server = HttpServer::new(factory).workers(1).bind(("127.0.0.1", 0)).unwrap();
+    let server = HttpServer::new(factory)
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
     let url = format!("http://{}", server.addrs()[0]);
     actix_rt::spawn(server.run());
     url
@@ -41,7 +44,8 @@ impl FakeIssuer {
     pub fn start() -> FakeIssuer {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
         let point = pair.public_key().as_ref(); // 0x04 || X || Y
         let kid = "fake-ec-1".to_owned();
         let jwks = json!({"keys": [{
@@ -61,7 +65,13 @@ impl FakeIssuer {
                 }),
             )
         });
-        FakeIssuer { url, kid, key: EncodingKey::from_ec_der(pkcs8.as_ref()), jwks, fetches }
+        FakeIssuer {
+            url,
+            kid,
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwks,
+            fetches,
+        }
     }
 
     pub fn claims(&self) -> Value {

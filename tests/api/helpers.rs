@@ -307,3 +307,271 @@ pub fn all_file_bytes(dir: &Path) -> Vec<u8> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+// --- a real OpenID provider (tests/oidc/provider.mjs, npm oidc-provider) ----
+
+/// A real OpenID provider (npm oidc-provider) on a random loopback port.
+///
+/// Clients: `gatehouse-test` / `test-client-secret` (client_secret_basic;
+/// `gatehouse-test-post` for client_secret_post), `introspector` /
+/// `introspector-secret` (basic; `introspector-post` for post). Resources:
+/// `urn:gatehouse` (JWT access tokens, the default) and `urn:opaque` (opaque,
+/// for introspection), both with audience `gatehouse`. Signing keys are fresh
+/// at each start, kids `{seed}-ec` (ES256) and `{seed}-rsa` (RS256).
+pub struct OidcProvider {
+    pub issuer: String,
+    child: std::process::Child,
+    pub port: u16,
+    pub seed: String,
+    token_url: String,
+    jwks_uri: String,
+    introspection_url: String,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl OidcProvider {
+    pub const CLIENT_ID: &'static str = "gatehouse-test";
+    pub const CLIENT_SECRET: &'static str = "test-client-secret";
+    pub const INTROSPECTOR_ID: &'static str = "introspector";
+    pub const INTROSPECTOR_SECRET: &'static str = "introspector-secret";
+    pub const AUDIENCE: &'static str = "gatehouse";
+
+    /// On a free port chosen by the provider itself, JWTs signed ES256.
+    pub fn start(seed: &str) -> OidcProvider {
+        Self::spawn(0, seed, "ES256")
+    }
+
+    /// On `port`; the same port after a `stop` is a key rotation at the
+    /// provider when `seed` differs. `jwt_alg`: "ES256" or "RS256".
+    pub fn start_on(port: u16, seed: &str, jwt_alg: &str) -> OidcProvider {
+        Self::spawn(port, seed, jwt_alg)
+    }
+
+    fn spawn(port: u16, seed: &str, jwt_alg: &str) -> OidcProvider {
+        use std::sync::mpsc;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if !root.join("tests/oidc/node_modules/oidc-provider").is_dir() {
+            panic!("run `npm ci --prefix tests/oidc` first (.ci/run does)");
+        }
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new("node")
+            .current_dir(root)
+            .arg("tests/oidc/provider.mjs")
+            .args(["--port", &port.to_string()])
+            .args(["--keys-seed", seed])
+            .args(["--jwt-alg", jwt_alg])
+            // The provider exits when this pipe closes: no orphan if the
+            // test process dies without running `Drop`.
+            .arg("--exit-with-stdin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `node` (Node 20+ is needed): {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(issuer) = line.trim().strip_prefix("ready ") {
+                    let _ = tx.send(issuer.to_owned());
+                    break;
+                }
+            }
+            // Keep draining so the provider can never block on a full pipe.
+            for _ in lines {}
+        });
+        let log = |stderr: &tempfile::NamedTempFile| {
+            std::fs::read_to_string(stderr.path()).unwrap_or_default()
+        };
+        let issuer = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(issuer) => issuer,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the OpenID provider (port {port}) was not ready within 20 s: {}",
+                    log(&stderr)
+                );
+            }
+        };
+        let bound: u16 = issuer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad ready line: {issuer}"));
+        let mut provider = OidcProvider {
+            issuer,
+            child,
+            port: bound,
+            seed: seed.to_owned(),
+            token_url: String::new(),
+            jwks_uri: String::new(),
+            introspection_url: String::new(),
+            stderr,
+        };
+        let discovery = provider.discovery();
+        let field = |name: &str| {
+            discovery[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("discovery has no {name}: {discovery}"))
+                .to_owned()
+        };
+        assert_eq!(field("issuer"), provider.issuer, "issuer in discovery");
+        provider.token_url = field("token_endpoint");
+        provider.jwks_uri = field("jwks_uri");
+        provider.introspection_url = field("introspection_endpoint");
+        provider
+    }
+
+    /// `/.well-known/openid-configuration`, read with a blocking HTTP/1.0 GET.
+    pub fn discovery(&self) -> Value {
+        use std::io::{Read, Write};
+        let path = "/.well-known/openid-configuration";
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nAccept: application/json\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let raw = String::from_utf8_lossy(&raw);
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("bad HTTP response from the provider: {raw}"));
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "GET {path}: {head}\n{}",
+            self.log()
+        );
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("discovery JSON: {e}: {body}"))
+    }
+
+    /// What the provider wrote on stderr (quiet unless something broke;
+    /// `OIDC_PROVIDER_LOG=1` makes it log request errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded; SIGKILL after 5 s) so the port is free.
+    pub fn stop(mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A client_credentials access token of `gatehouse-test` (Basic auth):
+    /// `scope` e.g. "read write", `resource` e.g. "urn:gatehouse" (JWT) or
+    /// "urn:opaque" (opaque); an empty `resource` uses the default
+    /// (urn:gatehouse).
+    pub async fn client_token(&self, scope: &str, resource: &str) -> String {
+        let mut form = vec![("grant_type", "client_credentials"), ("scope", scope)];
+        if !resource.is_empty() {
+            form.push(("resource", resource));
+        }
+        let res = self
+            .post_form(&self.token_url, Self::CLIENT_ID, Self::CLIENT_SECRET, &form)
+            .await;
+        let status = res.status();
+        let body: Value = res.json().await.expect("token response is JSON");
+        assert_eq!(status, 200, "token request failed: {body}\n{}", self.log());
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token: {body}"))
+            .to_owned()
+    }
+
+    /// The introspection response for `token`, asked as `introspector`.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let res = self
+            .post_form(
+                &self.introspection_url,
+                Self::INTROSPECTOR_ID,
+                Self::INTROSPECTOR_SECRET,
+                &[("token", token)],
+            )
+            .await;
+        let status = res.status();
+        let body: Value = res.json().await.expect("introspection response is JSON");
+        assert_eq!(status, 200, "introspection failed: {body}\n{}", self.log());
+        body
+    }
+
+    /// POST an `application/x-www-form-urlencoded` body with Basic auth.
+    /// A fresh client each time: no pooled connection outlives a restart.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> Response {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        reqwest::Client::new()
+            .post(url)
+            .basic_auth(id, Some(secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub fn token_url(&self) -> String {
+        self.token_url.clone()
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        self.jwks_uri.clone()
+    }
+
+    pub fn introspection_url(&self) -> String {
+        self.introspection_url.clone()
+    }
+
+    /// The kids this provider signs with: `[{seed}-ec, {seed}-rsa]`.
+    pub fn kids(&self) -> [String; 2] {
+        [format!("{}-ec", self.seed), format!("{}-rsa", self.seed)]
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one key or value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,14 +1,17 @@
 //! Black-box tests: the real actors, sled store and HTTP stack.
 
 mod account;
+mod bearer;
 mod cli;
 mod config;
 mod durability;
 mod embed;
+mod fakes;
 mod health;
 mod helpers;
 mod login;
 mod oauth_state;
+mod oidc_smoke;
 mod resilience;
 mod sessions;
 mod tokens;
