@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod login;
 mod oauth_state;
+mod oidc;
 mod oidc_smoke;
 mod resilience;
 mod sessions;
