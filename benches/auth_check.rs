@@ -301,5 +301,81 @@ fn gateway_tokens(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, session_check, gateway_tokens, password_hashes);
+/// The verdict cache of `[[auth.bearer]]` validators, for a token seen
+/// before. The cache path is the same for every validator kind; the token
+/// here is the size of a typical RS256 access token, accepted once by a
+/// custom validator served in-process.
+fn external_cached(c: &mut Criterion) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use futures_util::FutureExt;
+    let system = actix_rt::System::new();
+    let (validators, token, http, req) = system.block_on(async {
+        let server = HttpServer::new(|| {
+            App::new().route(
+                "/v",
+                web::post().to(|| async {
+                    HttpResponse::Ok().json(serde_json::json!({"principal": "svc"}))
+                }),
+            )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let url = format!("http://{}/v", server.addrs()[0]);
+        actix_rt::spawn(server.run());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[auth.bearer]]\ntype = \"custom\"\nendpoint = \"{url}\"\ncache_ttl = \"1h\"\n"
+            ),
+        )
+        .unwrap();
+        let config =
+            gatehouse::config::Config::load_with_env(Some(&file), dir.path(), &Default::default())
+                .unwrap();
+        let validators = gatehouse::auth::external::Validators::new(&config.auth.bearer).unwrap();
+        let token = format!(
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.{}.{}",
+            "x".repeat(420),
+            "y".repeat(342)
+        );
+        let http = validators.http_client();
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let now = time::OffsetDateTime::now_utc();
+        assert!(validators
+            .validate(&http, &token, &req, now)
+            .await
+            .is_some());
+        (validators, token, http, req)
+    });
+    let now = time::OffsetDateTime::now_utc();
+    let baseline: HashMap<String, usize> = [(token.clone(), 1)].into_iter().collect();
+    let mut g = c.benchmark_group("external_bearer");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline_hashmap_lookup_of_the_token", |b| {
+        b.iter(|| black_box(baseline.get(token.as_str())))
+    });
+    g.bench_function("cached_verdict", |b| {
+        b.iter(|| {
+            black_box(
+                validators
+                    .validate(&http, &token, &req, now)
+                    .now_or_never()
+                    .flatten()
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    session_check,
+    gateway_tokens,
+    external_cached,
+    password_hashes
+);
 criterion_main!(benches);

@@ -29,6 +29,22 @@ pub fn restrict_dir(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
+/// Directories 0700 and files 0600 under `dir` (the store holds the
+/// token-signing keys).
+pub fn restrict_tree(dir: &Path) -> io::Result<()> {
+    restrict_dir(dir)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            restrict_tree(&path)?;
+        } else {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a secret file with mode 0600 (never readable by others, even briefly).
 pub fn write_secret(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;

@@ -174,7 +174,7 @@ impl Builder {
                     path: dir.clone(),
                     source,
                 })?;
-                home::restrict_dir(&dir)
+                home::restrict_tree(&dir)
                     .map_err(|source| StartError::Home { path: dir, source })?;
                 Arc::new(store) as SharedStore
             }

@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Everything the gateway writes (store, keys, socket) is for its owner only.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = gatehouse::cli::Cli::parse();
     let filter =
         EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

@@ -1,13 +1,14 @@
 //! Gateway API tokens on the hot path: an Ed25519 verify costs tens of µs,
 //! so a token is verified once per process and its claims are kept in a
-//! bounded cache keyed by the token's SHA-256, expiring with the token. The
+//! bounded cache keyed by the token, expiring with the token. The
 //! published token table is consulted on every request (revocation, grace,
 //! idle expiry); a token missing from it is refused.
 
+use super::cache::TokenCache;
 use gatehouse_actors::keys::{KeyRing, ISSUER};
 use gatehouse_actors::model::TokenStatus;
 use gatehouse_actors::tokens::{LiveToken, TokenClaims, TOKEN_PREFIX};
-use gatehouse_actors::{ActorHandles, TokenHash};
+use gatehouse_actors::ActorHandles;
 use jsonwebtoken::{Algorithm, Validation};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -17,13 +18,13 @@ pub const MAX_TOKEN_LEN: usize = 8192;
 const CACHE_ENTRIES: usize = 100_000;
 
 pub struct GatewayTokens {
-    verified: quick_cache::sync::Cache<TokenHash, Arc<TokenClaims>>,
+    verified: TokenCache<Arc<TokenClaims>>,
 }
 
 impl Default for GatewayTokens {
     fn default() -> Self {
         Self {
-            verified: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            verified: TokenCache::new(CACHE_ENTRIES),
         }
     }
 }
@@ -55,13 +56,12 @@ impl GatewayTokens {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Refused::Malformed);
         }
-        let digest = TokenHash::of(token);
-        let claims = match self.verified.get(&digest) {
+        let claims = match self.verified.get(token) {
             Some(c) => c,
             None => {
                 let jwt = token.strip_prefix(TOKEN_PREFIX).ok_or(Refused::Malformed)?;
                 let claims = Arc::new(verify(jwt, &handles.keyring().load())?);
-                self.verified.insert(digest, claims.clone());
+                self.verified.insert(token, claims.clone());
                 claims
             }
         };

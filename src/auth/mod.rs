@@ -4,6 +4,7 @@
 //! valid credential has no principal, whatever it sent.
 
 pub mod bearer;
+pub mod cache;
 mod client;
 pub mod external;
 mod middleware;

@@ -1,16 +1,16 @@
 //! Bearer tokens issued elsewhere (`[[auth.bearer]]`, tried in order): JWT
 //! access tokens checked against a JWKS, RFC 7662 introspection, GitHub
 //! tokens, and a custom endpoint. Verdicts are kept in one bounded cache keyed
-//! by the token's SHA-256, never past the token's expiry. A gateway token
+//! by the token, never past the token's expiry. A gateway token
 //! (`gh_…`) is never sent to any of them.
 
 mod claims;
 mod jwks;
 mod remote;
 
+use crate::auth::cache::TokenCache;
 use crate::auth::principal::{Principal, Scope, Scopes, Via};
 use crate::config::{BearerConfig, BearerKind};
-use gatehouse_actors::TokenHash;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +103,7 @@ struct Cached {
 
 pub struct Validators {
     list: Vec<Validator>,
-    cache: quick_cache::sync::Cache<TokenHash, Cached>,
+    cache: TokenCache<Cached>,
     tls: Arc<rustls::ClientConfig>,
     /// The 401 message: which kind of token is expected, never why one failed.
     message: Arc<str>,
@@ -155,7 +155,7 @@ impl Validators {
         let tls = tls_config(configs)?;
         Ok(Validators {
             list,
-            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            cache: TokenCache::new(CACHE_ENTRIES),
             tls,
             message: message.into(),
         })
@@ -195,12 +195,11 @@ impl Validators {
         request: &actix_web::HttpRequest,
         now: OffsetDateTime,
     ) -> Option<Arc<Principal>> {
-        let digest = TokenHash::of(token);
-        if let Some(c) = self.cache.get(&digest) {
+        if let Some(c) = self.cache.get(token) {
             if c.until > now {
                 return Some(c.principal);
             }
-            self.cache.remove(&digest);
+            self.cache.remove(token);
         }
         for v in &self.list {
             let found = match &v.method {
@@ -222,7 +221,7 @@ impl Validators {
                         .map_or(now + ttl, |exp| exp.min(now + ttl));
                     if until > now {
                         self.cache.insert(
-                            digest,
+                            token,
                             Cached {
                                 principal: principal.clone(),
                                 until,
