@@ -71,10 +71,8 @@ pub enum StartError {
     },
     #[error("starting the actors: {0}")]
     Actors(#[from] gatehouse_actors::GatehouseError),
-    #[error(
-        "the postgres store backend is not available in this build yet; use backend = \"sled\""
-    )]
-    Backend,
+    #[error("connecting to PostgreSQL (store.url): {0}")]
+    Postgres(gatehouse_actors::StoreError),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -161,22 +159,27 @@ impl Builder {
         let store = match self.store {
             Some(s) => s,
             None => {
-                if self.config.store.backend != config::StoreBackend::Sled {
-                    return Err(StartError::Backend);
+                if self.config.store.backend == config::StoreBackend::Postgres {
+                    let url = self.config.store.url.expose();
+                    let store = gatehouse_actors::store::PgStore::connect(url, None)
+                        .await
+                        .map_err(StartError::Postgres)?;
+                    Arc::new(store) as SharedStore
+                } else {
+                    let home = self.home.unwrap_or_else(|| home::default_home());
+                    home::prepare(&home).map_err(|source| StartError::Home {
+                        path: home.clone(),
+                        source,
+                    })?;
+                    let dir = home.join("db");
+                    let store = SledStore::open(&dir).map_err(|source| StartError::Store {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    home::restrict_tree(&dir)
+                        .map_err(|source| StartError::Home { path: dir, source })?;
+                    Arc::new(store) as SharedStore
                 }
-                let home = self.home.unwrap_or_else(|| home::default_home());
-                home::prepare(&home).map_err(|source| StartError::Home {
-                    path: home.clone(),
-                    source,
-                })?;
-                let dir = home.join("db");
-                let store = SledStore::open(&dir).map_err(|source| StartError::Store {
-                    path: dir.clone(),
-                    source,
-                })?;
-                home::restrict_tree(&dir)
-                    .map_err(|source| StartError::Home { path: dir, source })?;
-                Arc::new(store) as SharedStore
             }
         };
         let auth = &self.config.auth;
