@@ -13,6 +13,7 @@ mod login;
 mod oauth_state;
 mod oidc;
 mod oidc_smoke;
+mod postgres;
 mod resilience;
 mod sessions;
 mod tokens;
