@@ -311,3 +311,42 @@ async fn tokens_from_the_cli_hold_on_the_running_server() {
     assert!(!out.status.success());
     assert!(!server.log().contains(token), "no token in the log");
 }
+
+/// On a terminal, `users add` prompts twice (through a real pseudo-terminal, `script`).
+#[test]
+fn on_a_terminal_the_password_is_asked_twice() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |name: &str, input: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &format!("{} users add {name}", bin()), "/dev/null"])
+            .env("GATEHOUSE_HOME", home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("tty-user", &format!("{PW}\n{PW}\n"));
+    let screen = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("Password: ") && screen.contains("Password (again): "),
+        "{screen}"
+    );
+    let out = run("tty-user2", &format!("{PW}\nsomething-else-entirely\n"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("do not match"));
+    let listed = cli_ok(home.path(), &["users", "list"], None);
+    assert!(
+        listed.contains("tty-user  ") && !listed.contains("tty-user2"),
+        "{listed}"
+    );
+}

@@ -284,3 +284,46 @@ fn tls_config(configs: &[BearerConfig]) -> Result<Arc<rustls::ClientConfig>, Str
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github(ca_file: &str) -> BearerConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(
+            &file,
+            format!("[[auth.bearer]]\ntype = \"github\"\nca_file = \"{ca_file}\"\n"),
+        )
+        .unwrap();
+        crate::config::Config::load_with_env(Some(&file), dir.path(), &Default::default())
+            .unwrap()
+            .auth
+            .bearer[0]
+            .clone()
+    }
+
+    #[test]
+    fn a_ca_file_is_loaded_or_the_start_fails_naming_it() {
+        let err = Validators::new(&[github("/nonexistent/ca.pem")])
+            .err()
+            .expect("a missing CA file is refused");
+        assert!(err.contains("ca_file /nonexistent/ca.pem"), "{err}");
+        // webpki's own roots as PEM: a real, parseable CA bundle.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        let garbage = dir.path().join("bad.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(Validators::new(&[github(garbage.to_str().unwrap())]).is_err());
+        std::fs::write(&pem, "").unwrap();
+        let v = Validators::new(&[github(pem.to_str().unwrap())])
+            .expect("an empty bundle adds nothing");
+        assert!(!v.is_empty());
+        assert!(v.message().contains("a GitHub token"));
+    }
+}
