@@ -4,7 +4,7 @@
 //! actors, so their effect holds at once. One JSON line each way.
 
 use crate::accounts::{self, Actor};
-use crate::auth::Scopes;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::tokens;
 use crate::AppState;
@@ -151,7 +151,7 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
         }
         AdminRequest::TokensIssue { user, name, expires_in, scopes } => async {
             let user = tokens::user_by_name(state, &user).await?;
-            let may = if user.is_admin() { Scopes::ALL } else { Scopes::SIGNED_IN };
+            let may = Principal::user_scopes(&user);
             let spec = tokens::NewToken { name, expires_in, scopes, models: None, allowed_ips: None, max_idle: None }.validate(may)?;
             let (secret, t) = tokens::issue(state, &actor, &user, spec).await?;
             Ok((format!("{secret}\n"), format!("issued token {} for {} ({}), expires {}\n", t.id, user.username, t.scopes.join(","), crate::rfc3339(t.expires_at))))

@@ -42,3 +42,29 @@ impl Clock for ManualClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// A last-use time that request handlers bump without a message (whole
+/// seconds; no write when unchanged; never moves back).
+#[derive(Debug, Default)]
+pub struct AtomicTime(AtomicI64);
+
+impl AtomicTime {
+    pub fn new(at: Option<OffsetDateTime>) -> Self {
+        AtomicTime(AtomicI64::new(at.map_or(0, |t| t.unix_timestamp())))
+    }
+
+    #[inline]
+    pub fn bump(&self, now: OffsetDateTime) {
+        let t = now.unix_timestamp();
+        if self.0.load(Ordering::Relaxed) < t {
+            self.0.fetch_max(t, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> Option<OffsetDateTime> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            t => OffsetDateTime::from_unix_timestamp(t).ok(),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Sessions: the actor is the only writer; handlers validate against the
 //! published [`SessionView`] without sending a message.
 
+use crate::clock::AtomicTime;
 use crate::error::GatehouseError;
 use crate::ids::{new_secret_token, random_id, TokenHash};
 use crate::model::SessionRecord;
@@ -9,7 +10,6 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
@@ -17,29 +17,22 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug)]
 pub struct LiveSession {
     pub record: SessionRecord,
-    last_seen: AtomicI64,
+    last_seen: AtomicTime,
 }
 
 impl LiveSession {
     fn new(record: SessionRecord) -> Self {
-        let seen = record.last_seen_at.unix_timestamp();
-        Self {
-            record,
-            last_seen: AtomicI64::new(seen),
-        }
+        let last_seen = AtomicTime::new(Some(record.last_seen_at));
+        Self { record, last_seen }
     }
 
-    /// Records use at `now` (whole seconds; no write when unchanged).
+    /// Records use at `now`.
     pub fn touch(&self, now: OffsetDateTime) {
-        let t = now.unix_timestamp();
-        if self.last_seen.load(Ordering::Relaxed) < t {
-            self.last_seen.store(t, Ordering::Relaxed);
-        }
+        self.last_seen.bump(now);
     }
 
     pub fn last_seen_at(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(self.last_seen.load(Ordering::Relaxed))
-            .unwrap_or(self.record.last_seen_at)
+        self.last_seen.get().unwrap_or(self.record.last_seen_at)
     }
 }
 

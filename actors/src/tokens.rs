@@ -3,6 +3,7 @@
 //! a token missing from it is refused, so a table that failed to load
 //! refuses everything (fail closed). Revocation is O(1) and needs no message.
 
+use crate::clock::AtomicTime;
 use crate::error::GatehouseError;
 use crate::ids::random_id;
 use crate::keys::{self, ISSUER};
@@ -11,7 +12,6 @@ use crate::users::UserStoreActor;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
@@ -19,30 +19,21 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug)]
 pub struct LiveToken {
     pub record: TokenRecord,
-    last_used: AtomicI64,
+    last_used: AtomicTime,
 }
 
 impl LiveToken {
     pub(crate) fn new(record: TokenRecord) -> Self {
-        let t = record.last_used_at.map_or(0, |t| t.unix_timestamp());
-        Self {
-            record,
-            last_used: AtomicI64::new(t),
-        }
+        let last_used = AtomicTime::new(record.last_used_at);
+        Self { record, last_used }
     }
 
     pub fn touch(&self, now: OffsetDateTime) {
-        let t = now.unix_timestamp();
-        if self.last_used.load(Ordering::Relaxed) < t {
-            self.last_used.store(t, Ordering::Relaxed);
-        }
+        self.last_used.bump(now);
     }
 
     pub fn last_used_at(&self) -> Option<OffsetDateTime> {
-        match self.last_used.load(Ordering::Relaxed) {
-            0 => None,
-            t => OffsetDateTime::from_unix_timestamp(t).ok(),
-        }
+        self.last_used.get()
     }
 }
 

@@ -111,50 +111,57 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn from_session(user: Arc<UserRecord>, id: String, token_hash: TokenHash) -> Self {
-        let scopes = if user.is_admin() {
+    /// What a signed-in user may do: `read` and `write`, and `admin` with the Admin role.
+    pub fn user_scopes(user: &UserRecord) -> Scopes {
+        if user.is_admin() {
             Scopes::ALL
         } else {
             Scopes::SIGNED_IN
-        };
+        }
+    }
+
+    fn of_user(
+        user: Arc<UserRecord>,
+        scopes: Scopes,
+        via: Via,
+        models: Option<Arc<[String]>>,
+    ) -> Self {
         Principal {
             id: user.id.clone(),
             username: user.username.clone(),
             roles: user.roles.clone(),
             scopes,
             attributes: BTreeMap::new(),
-            via: Via::Session { id, token_hash },
+            via,
             user: Some(user),
-            models: None,
+            models,
         }
+    }
+
+    pub fn from_session(user: Arc<UserRecord>, id: String, token_hash: TokenHash) -> Self {
+        let scopes = Self::user_scopes(&user);
+        Self::of_user(user, scopes, Via::Session { id, token_hash }, None)
     }
 
     /// A gateway token's principal: the token's scopes, capped by what its
     /// user may do now (a user who lost the Admin role loses `admin`).
     pub fn from_token(user: Arc<UserRecord>, token: &gatehouse_actors::model::TokenRecord) -> Self {
-        let cap = if user.is_admin() {
-            Scopes::ALL
-        } else {
-            Scopes::SIGNED_IN
-        };
-        let scopes: Scopes = token
+        let cap = Self::user_scopes(&user);
+        let scopes = token
             .scopes
             .iter()
             .filter_map(|s| Scope::parse(s))
             .filter(|s| cap.allows(*s))
             .collect();
-        Principal {
-            id: user.id.clone(),
-            username: user.username.clone(),
-            roles: user.roles.clone(),
+        let models = token.models.as_ref().map(|m| m.clone().into());
+        Self::of_user(
+            user,
             scopes,
-            attributes: BTreeMap::new(),
-            via: Via::Token {
+            Via::Token {
                 id: token.id.clone(),
             },
-            user: Some(user),
-            models: token.models.as_ref().map(|m| m.clone().into()),
-        }
+            models,
+        )
     }
 
     pub fn local_admin() -> Self {
