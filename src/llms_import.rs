@@ -148,6 +148,7 @@ fn one(
         last_login: None,
         locked: locked.map(|reason| Lock { reason, at: now }),
         password,
+        external_id: None,
         version: 0,
     })
 }

@@ -57,6 +57,9 @@ pub struct UserRecord {
     pub last_login: Option<LastLogin>,
     pub locked: Option<Lock>,
     pub password: Option<PasswordHash>,
+    /// The stable key at an external identity provider (`github:583231`).
+    #[serde(default)]
+    pub external_id: Option<String>,
     /// Bumped by the store on every change, so a reader keeps the newest.
     #[serde(default)]
     pub version: u64,
@@ -73,6 +76,11 @@ pub enum UserChange {
         upgrade: Option<PasswordHash>,
     },
     Roles(Vec<String>),
+    /// What an identity provider says about the user at sign-in.
+    Profile {
+        display_name: Option<String>,
+        avatar_url: Option<String>,
+    },
 }
 
 impl UserChange {
@@ -87,6 +95,13 @@ impl UserChange {
                 }
             }
             UserChange::Roles(r) => user.roles = r,
+            UserChange::Profile {
+                display_name,
+                avatar_url,
+            } => {
+                user.display_name = display_name;
+                user.avatar_url = avatar_url;
+            }
         }
         user.version += 1;
     }

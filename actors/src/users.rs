@@ -242,6 +242,7 @@ impl Handler<AddUser> for UserStoreActor {
             last_login: None,
             locked: None,
             password: msg.password,
+            external_id: None,
             version: 0,
         };
         let stored = user.clone();
@@ -603,5 +604,142 @@ pub fn lock_now(reason: Option<String>, now: OffsetDateTime) -> Lock {
     Lock {
         reason: reason.unwrap_or_else(|| "locked by an administrator".into()),
         at: now,
+    }
+}
+
+/// Signs in a user known to an identity provider: finds them by
+/// `external_id` (a renamed login is still the same user), refreshes their
+/// profile and last login, or creates them under a free username (never
+/// taking over a password user's name). A locked user is refused.
+#[derive(Message)]
+#[rtype(result = "Result<UserRecord, GatehouseError>")]
+pub struct UpsertExternalUser {
+    pub external_id: String,
+    pub login: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    /// `github`, `oidc:NAME`.
+    pub auth: String,
+    /// Grant the Admin role (the provider's admin list names this user).
+    pub admin: bool,
+    pub ip: Option<IpAddr>,
+    pub now: OffsetDateTime,
+}
+
+impl UpsertExternalUser {
+    /// The first username that is free: the login, then `login@auth`, then
+    /// with the external id appended.
+    fn username(&self, taken: impl Fn(&str) -> bool) -> String {
+        let suffix: String = self
+            .auth
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let id: String = self
+            .external_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        [
+            self.login.clone(),
+            format!("{}@{suffix}", self.login),
+            format!("{}@{suffix}-{id}", self.login),
+        ]
+        .into_iter()
+        .find(|c| !taken(c))
+        .unwrap_or_else(|| format!("{}@{suffix}-{}", self.login, &crate::ids::random_id()[..8]))
+    }
+}
+
+impl Handler<UpsertExternalUser> for UserStoreActor {
+    type Result = ResponseActFuture<Self, Result<UserRecord, GatehouseError>>;
+
+    fn handle(&mut self, msg: UpsertExternalUser, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.ensure_loaded() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let store = self.store.clone();
+        let login = LastLogin {
+            at: msg.now,
+            ip: msg.ip,
+        };
+        let existing = self
+            .users
+            .values()
+            .find(|u| u.external_id.as_deref() == Some(&msg.external_id))
+            .cloned();
+        let fut = match existing {
+            Some(u) if u.locked.is_some() => {
+                return Box::pin(fut::ready(Err(GatehouseError::AccountLocked)))
+            }
+            Some(u) => {
+                let profile = UserChange::Profile {
+                    display_name: msg.display_name.clone(),
+                    avatar_url: msg.avatar_url.clone(),
+                };
+                let grant = (msg.admin && !u.is_admin()).then(|| {
+                    let mut roles = u.roles.clone();
+                    roles.push(ADMIN_ROLE.to_owned());
+                    UserChange::Roles(roles)
+                });
+                let id = u.id.clone();
+                Box::pin(async move {
+                    store.update_user(&id, profile, None).await?;
+                    if let Some(g) = grant {
+                        store.update_user(&id, g, None).await?;
+                    }
+                    store
+                        .update_user(
+                            &id,
+                            UserChange::Login {
+                                at: login,
+                                upgrade: None,
+                            },
+                            None,
+                        )
+                        .await
+                }) as futures_util::future::LocalBoxFuture<'static, _>
+            }
+            None => {
+                let username = msg.username(|name| self.by_name.contains_key(&name.to_lowercase()));
+                let user = UserRecord {
+                    id: random_id(),
+                    username,
+                    display_name: msg.display_name,
+                    avatar_url: msg.avatar_url,
+                    roles: if msg.admin {
+                        vec![ADMIN_ROLE.to_owned()]
+                    } else {
+                        Vec::new()
+                    },
+                    auth: msg.auth,
+                    created_at: msg.now,
+                    last_login: None,
+                    locked: None,
+                    password: None,
+                    external_id: Some(msg.external_id),
+                    version: 0,
+                };
+                Box::pin(async move {
+                    store.insert_user(user.clone()).await?;
+                    store
+                        .update_user(
+                            &user.id,
+                            UserChange::Login {
+                                at: login,
+                                upgrade: None,
+                            },
+                            None,
+                        )
+                        .await
+                })
+            }
+        };
+        Box::pin(fut.into_actor(self).map(|res, act, _| {
+            let (user, _) = res?;
+            act.put(user.clone());
+            Ok(user)
+        }))
     }
 }

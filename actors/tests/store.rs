@@ -96,6 +96,7 @@ fn user(name: &str) -> UserRecord {
         password: Some(PasswordHash::Argon2 {
             phc: "$argon2id$x".into(),
         }),
+        external_id: None,
         version: 0,
     }
 }

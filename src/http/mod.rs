@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod github;
 pub mod health;
 pub mod tokens;
 
@@ -27,7 +28,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .route("/login", web::post().to(auth::login))
                 .route("/logout", web::post().to(auth::logout))
                 .route("/session", web::get().to(auth::session))
-                .route("/providers", web::get().to(auth::providers)),
+                .route("/providers", web::get().to(auth::providers))
+                .route("/github", web::get().to(github::start))
+                .route("/github/callback", web::get().to(github::callback)),
         )
         .service(
             web::scope("/account/api")

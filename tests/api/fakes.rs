@@ -147,3 +147,96 @@ pub fn fake_custom() -> (String, Arc<Mutex<Vec<Value>>>) {
     });
     (format!("{url}/validate"), seen)
 }
+
+/// GitHub's OAuth web flow and API, as far as Gatehouse uses them. It
+/// checks the client secret, the PKCE verifier against the S256 challenge,
+/// single-use codes and the redirect URI, as GitHub does.
+#[derive(Clone, Default)]
+pub struct FakeGithubOauth {
+    pub url: String,
+    /// The login `/user` reports (change it to simulate a rename).
+    pub login: Arc<Mutex<String>>,
+    /// When set, the token endpoint answers 500.
+    pub broken: Arc<std::sync::atomic::AtomicBool>,
+    /// The `scope` of every authorize request.
+    pub scopes: Arc<Mutex<Vec<String>>>,
+    codes: Arc<Mutex<std::collections::HashMap<String, (String, String)>>>,
+}
+
+pub const GH_CLIENT: &str = "gh-client";
+pub const GH_SECRET: &str = "gh-client-secret-value";
+
+impl FakeGithubOauth {
+    pub fn start() -> FakeGithubOauth {
+        let mut fake = FakeGithubOauth {
+            login: Arc::new(Mutex::new("octocat".into())),
+            ..Default::default()
+        };
+        let f = fake.clone();
+        fake.url = serve(move || {
+            let (a, t, u, o) = (f.clone(), f.clone(), f.clone(), f.clone());
+            App::new()
+                .route("/login/oauth/authorize", web::get().to(move |q: web::Query<std::collections::HashMap<String, String>>| {
+                    let f = a.clone();
+                    async move {
+                        f.scopes.lock().unwrap().push(q.get("scope").cloned().unwrap_or_default());
+                        if q.get("client_id").map(String::as_str) != Some(GH_CLIENT) || q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+                            return HttpResponse::BadRequest().finish();
+                        }
+                        let code = gatehouse_actors::ids::random_id();
+                        let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+                        f.codes.lock().unwrap().insert(code.clone(), (q.get("code_challenge").cloned().unwrap_or_default(), redirect.clone()));
+                        let state = urlencoding::encode(q.get("state").map(String::as_str).unwrap_or("")).into_owned();
+                        HttpResponse::Found().insert_header(("location", format!("{redirect}?code={code}&state={state}"))).finish()
+                    }
+                }))
+                .route("/login/oauth/access_token", web::post().to(move |form: web::Form<std::collections::HashMap<String, String>>| {
+                    let f = t.clone();
+                    async move {
+                        if f.broken.load(Ordering::SeqCst) {
+                            return HttpResponse::InternalServerError().body("upstream exploded at 10.1.2.3");
+                        }
+                        let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+                        let Some((challenge, redirect)) = f.codes.lock().unwrap().remove(&get("code")) else {
+                            return HttpResponse::Ok().json(json!({"error": "bad_verification_code"}));
+                        };
+                        let digest = ring::digest::digest(&ring::digest::SHA256, get("code_verifier").as_bytes());
+                        let pkce_ok = URL_SAFE_NO_PAD.encode(digest) == challenge;
+                        if get("client_id") != GH_CLIENT || get("client_secret") != GH_SECRET || !pkce_ok || get("redirect_uri") != redirect {
+                            return HttpResponse::Ok().json(json!({"error": "incorrect_client_credentials"}));
+                        }
+                        HttpResponse::Ok().json(json!({"access_token": format!("gho_{}", get("code")), "token_type": "bearer", "scope": "read:user"}))
+                    }
+                }))
+                .route("/user", web::get().to(move |req: HttpRequest| {
+                    let f = u.clone();
+                    async move {
+                        if !req.headers().get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer gho_")) {
+                            return HttpResponse::Unauthorized().finish();
+                        }
+                        let login = f.login.lock().unwrap().clone();
+                        HttpResponse::Ok().json(json!({"login": login, "id": 583231, "name": "The Octocat", "avatar_url": "https://avatars.example/u/583231"}))
+                    }
+                }))
+                .route("/user/orgs", web::get().to(move |req: HttpRequest| {
+                    let _ = &o;
+                    async move {
+                        if !req.headers().get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer gho_")) {
+                            return HttpResponse::Unauthorized().finish();
+                        }
+                        HttpResponse::Ok().json(json!([{"login": "Acme"}]))
+                    }
+                }))
+        });
+        fake
+    }
+
+    /// The `[auth.github]` section for a gateway whose callback is
+    /// `http://gateway.invalid/…` (the test rewrites the host when it follows it).
+    pub fn config(&self, extra: &str) -> String {
+        format!(
+            "[auth.github]\nclient_id = \"{GH_CLIENT}\"\nclient_secret = \"{GH_SECRET}\"\nredirect_uri = \"http://gateway.invalid/auth/github/callback\"\nauthorize_url = \"{0}/login/oauth/authorize\"\ntoken_url = \"{0}/login/oauth/access_token\"\napi_base_url = \"{0}\"\nallowed_users = \"\"\n{extra}\n",
+            self.url
+        )
+    }
+}

@@ -7,6 +7,7 @@ mod config;
 mod durability;
 mod embed;
 mod fakes;
+mod github;
 mod health;
 mod helpers;
 mod login;

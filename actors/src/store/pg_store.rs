@@ -1299,6 +1299,7 @@ mod tests {
             password: Some(PasswordHash::Argon2 {
                 phc: "$argon2id$x".into(),
             }),
+            external_id: None,
             version: 0,
         }
     }
