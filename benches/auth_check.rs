@@ -60,6 +60,7 @@ fn fixture() -> Fixture {
                 ttl: time::Duration::days(1),
                 ip: None,
                 user_agent: None,
+                external_sid: None,
                 now,
             };
             tokens.push(handles.sessions().send(msg).await.unwrap().unwrap().0);

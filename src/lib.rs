@@ -53,6 +53,7 @@ pub struct AppState {
     pub hasher: Hasher,
     pub gateway_tokens: auth::bearer::GatewayTokens,
     pub validators: auth::external::Validators,
+    pub oidc: auth::oidc::OidcProviders,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,12 +196,14 @@ impl Builder {
         let validators = auth::external::Validators::new(&self.config.auth.bearer)
             .map_err(StartError::Config)?;
         let (supervisor, handles) = Supervisor::start(store, self.clock, actor_config).await?;
+        let oidc = auth::oidc::OidcProviders::new(&self.config.auth.oidc);
         let state = AppState {
             handles,
             config: Arc::new(self.config),
             hasher: Hasher::new(self.hasher_threads),
             gateway_tokens: Default::default(),
             validators,
+            oidc,
         };
         Ok(Gatehouse {
             data: actix_web::web::Data::new(state),

@@ -159,6 +159,9 @@ pub struct SessionRecord {
     pub last_seen_at: OffsetDateTime,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// The identity provider's session (`sid`), for back-channel logout.
+    #[serde(default)]
+    pub external_sid: Option<String>,
 }
 
 /// A pending OAuth sign-in: single use, bound to one browser.

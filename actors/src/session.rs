@@ -213,6 +213,8 @@ pub struct CreateSession {
     pub ttl: Duration,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// The identity provider's session, for back-channel logout.
+    pub external_sid: Option<String>,
     pub now: OffsetDateTime,
 }
 
@@ -234,6 +236,7 @@ impl Handler<CreateSession> for SessionActor {
             last_seen_at: msg.now,
             ip: msg.ip,
             user_agent: msg.user_agent.map(|ua| ua.chars().take(256).collect()),
+            external_sid: msg.external_sid,
         };
         let store = self.store.clone();
         let stored = record.clone();
@@ -363,6 +366,57 @@ impl Handler<EndUserSessions> for SessionActor {
                     act.view.publish(&act.map);
                     Ok(stored.max(live))
                 }),
+        )
+    }
+}
+
+/// Ends the sessions that came from one identity-provider session (`sid`)
+/// or user (`user_id`), signed in through `via` (back-channel logout).
+/// Answers how many ended.
+#[derive(Message)]
+#[rtype(result = "Result<u64, GatehouseError>")]
+pub struct EndExternalSessions {
+    pub via: String,
+    pub sid: Option<String>,
+    pub user_id: Option<String>,
+}
+
+impl Handler<EndExternalSessions> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<u64, GatehouseError>>;
+
+    fn handle(&mut self, msg: EndExternalSessions, _: &mut Context<Self>) -> Self::Result {
+        let matching: Vec<TokenHash> = self
+            .map
+            .iter()
+            .filter(|(_, s)| {
+                let r = &s.record;
+                r.via == msg.via
+                    && (msg
+                        .sid
+                        .as_ref()
+                        .is_some_and(|sid| r.external_sid.as_ref() == Some(sid))
+                        || msg.user_id.as_ref().is_some_and(|u| &r.user_id == u))
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        let store = self.store.clone();
+        let hashes = matching.clone();
+        Box::pin(
+            async move {
+                for h in &hashes {
+                    store.delete_session(*h).await?;
+                }
+                Ok::<_, GatehouseError>(())
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                res?;
+                for h in &matching {
+                    act.remove(h);
+                }
+                act.view.publish(&act.map);
+                Ok(matching.len() as u64)
+            }),
         )
     }
 }

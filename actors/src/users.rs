@@ -32,6 +32,11 @@ impl UserDirectory {
         self.0.load().len()
     }
 
+    /// The first user for which `pred` holds (a scan: for rare lookups).
+    pub fn find(&self, pred: impl Fn(&UserRecord) -> bool) -> Option<Arc<UserRecord>> {
+        self.0.load().values().find(|u| pred(u)).cloned()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

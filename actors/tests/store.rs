@@ -114,6 +114,7 @@ fn session(user_id: &str, ttl: Duration) -> SessionRecord {
         last_seen_at: t,
         ip: Some("127.0.0.1".parse().unwrap()),
         user_agent: Some("test".into()),
+        external_sid: Some("sid-1".into()),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cache;
 mod client;
 pub mod external;
 mod middleware;
+pub mod oidc;
 pub(crate) mod principal;
 
 pub use client::{client_ip, cookie, find_cookie, forwarded_client};

@@ -119,6 +119,7 @@ pub async fn login(
         ttl,
         ip,
         user_agent: ua,
+        external_sid: None,
         now,
     };
     let (token, _session) = state.handles.sessions().send(create).await??;

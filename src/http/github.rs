@@ -43,7 +43,11 @@ pub fn local_next(next: Option<&str>) -> Option<String> {
     ok.then(|| n.to_owned())
 }
 
-fn oauth_cookie(state: &AppState, value: &str, max_age: time::Duration) -> Cookie<'static> {
+pub(crate) fn oauth_cookie(
+    state: &AppState,
+    value: &str,
+    max_age: time::Duration,
+) -> Cookie<'static> {
     Cookie::build(OAUTH_COOKIE, value.to_owned())
         .path("/auth")
         .http_only(true)
@@ -114,7 +118,7 @@ pub struct Callback {
 }
 
 /// A failure the browser shows: HTML for a browser, JSON otherwise.
-fn failure(req: &HttpRequest, e: ApiError) -> HttpResponse {
+pub(crate) fn failure(req: &HttpRequest, e: ApiError) -> HttpResponse {
     let wants_html = req
         .headers()
         .get(header::ACCEPT)
@@ -327,6 +331,7 @@ async fn finish(
         ttl,
         ip,
         user_agent: ua,
+        external_sid: None,
         now,
     };
     let (token, _) = state.handles.sessions().send(create).await??;
@@ -353,7 +358,7 @@ async fn finish(
         .finish())
 }
 
-async fn read_json<S>(
+pub(crate) async fn read_json<S>(
     res: Result<awc::ClientResponse<S>, awc::error::SendRequestError>,
 ) -> Result<(u16, Value), &'static str>
 where

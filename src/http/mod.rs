@@ -4,6 +4,7 @@ pub mod account;
 pub mod auth;
 pub mod github;
 pub mod health;
+pub mod oidc;
 pub mod tokens;
 
 use crate::auth::Authenticate;
@@ -30,7 +31,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .route("/session", web::get().to(auth::session))
                 .route("/providers", web::get().to(auth::providers))
                 .route("/github", web::get().to(github::start))
-                .route("/github/callback", web::get().to(github::callback)),
+                .route("/github/callback", web::get().to(github::callback))
+                .route("/oidc/{name}", web::get().to(oidc::start))
+                .route("/oidc/{name}/callback", web::get().to(oidc::callback))
+                .route(
+                    "/oidc/{name}/backchannel-logout",
+                    web::post().to(oidc::backchannel_logout),
+                ),
         )
         .service(
             web::scope("/account/api")

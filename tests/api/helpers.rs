@@ -318,6 +318,14 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// `urn:gatehouse` (JWT access tokens, the default) and `urn:opaque` (opaque,
 /// for introspection), both with audience `gatehouse`. Signing keys are fresh
 /// at each start, kids `{seed}-ec` (ES256) and `{seed}-rsa` (RS256).
+///
+/// Started with [`OidcProvider::start_for_rp`], it also signs users in to the
+/// gateway at `rp_url` (authorization code + PKCE S256, client `gatehouse-web` /
+/// `web-client-secret`, client_secret_basic; redirect URIs
+/// `{rp}/auth/oidc/corp/callback` and `{rp}/auth/oidc/other/callback`) and
+/// POSTs back-channel logout tokens to `{rp}/auth/oidc/corp/backchannel-logout`
+/// when a browser's provider session ends ([`OidcProvider::logout`]). Any login
+/// works (any password); see tests/oidc/provider.mjs for the claims.
 pub struct OidcProvider {
     pub issuer: String,
     child: std::process::Child,
@@ -326,6 +334,8 @@ pub struct OidcProvider {
     token_url: String,
     jwks_uri: String,
     introspection_url: String,
+    authorization_url: String,
+    end_session_url: String,
     stderr: tempfile::NamedTempFile,
 }
 
@@ -335,31 +345,46 @@ impl OidcProvider {
     pub const INTROSPECTOR_ID: &'static str = "introspector";
     pub const INTROSPECTOR_SECRET: &'static str = "introspector-secret";
     pub const AUDIENCE: &'static str = "gatehouse";
+    /// The web client of `start_for_rp` (the gateway's sign-in).
+    pub const WEB_CLIENT_ID: &'static str = "gatehouse-web";
+    pub const WEB_CLIENT_SECRET: &'static str = "web-client-secret";
 
     /// On a free port chosen by the provider itself, JWTs signed ES256.
     pub fn start(seed: &str) -> OidcProvider {
-        Self::spawn(0, seed, "ES256")
+        Self::spawn(0, seed, "ES256", None)
     }
 
     /// On `port`; the same port after a `stop` is a key rotation at the
     /// provider when `seed` differs. `jwt_alg`: "ES256" or "RS256".
     pub fn start_on(port: u16, seed: &str, jwt_alg: &str) -> OidcProvider {
-        Self::spawn(port, seed, jwt_alg)
+        Self::spawn(port, seed, jwt_alg, None)
     }
 
-    fn spawn(port: u16, seed: &str, jwt_alg: &str) -> OidcProvider {
+    /// On `port` (0 = a free one), with the web client `gatehouse-web` for
+    /// the gateway at `rp_url` (e.g. `http://127.0.0.1:4567`): sign-in with
+    /// [`OidcProvider::login`], logout with [`OidcProvider::logout`].
+    pub fn start_for_rp(port: u16, seed: &str, rp_url: &str) -> OidcProvider {
+        Self::spawn(port, seed, "ES256", Some(rp_url))
+    }
+
+    fn spawn(port: u16, seed: &str, jwt_alg: &str, rp_url: Option<&str>) -> OidcProvider {
         use std::sync::mpsc;
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         if !root.join("tests/oidc/node_modules/oidc-provider").is_dir() {
             panic!("run `npm ci --prefix tests/oidc` first (.ci/run does)");
         }
         let stderr = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .current_dir(root)
             .arg("tests/oidc/provider.mjs")
             .args(["--port", &port.to_string()])
             .args(["--keys-seed", seed])
-            .args(["--jwt-alg", jwt_alg])
+            .args(["--jwt-alg", jwt_alg]);
+        if let Some(rp_url) = rp_url {
+            command.args(["--rp-url", rp_url]);
+        }
+        let mut child = command
             // The provider exits when this pipe closes: no orphan if the
             // test process dies without running `Drop`.
             .arg("--exit-with-stdin")
@@ -408,6 +433,8 @@ impl OidcProvider {
             token_url: String::new(),
             jwks_uri: String::new(),
             introspection_url: String::new(),
+            authorization_url: String::new(),
+            end_session_url: String::new(),
             stderr,
         };
         let discovery = provider.discovery();
@@ -421,6 +448,12 @@ impl OidcProvider {
         provider.token_url = field("token_endpoint");
         provider.jwks_uri = field("jwks_uri");
         provider.introspection_url = field("introspection_endpoint");
+        provider.authorization_url = field("authorization_endpoint");
+        // Only served with a web client (start_for_rp).
+        provider.end_session_url = discovery["end_session_endpoint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         provider
     }
 
@@ -552,6 +585,235 @@ impl OidcProvider {
     pub fn kids(&self) -> [String; 2] {
         [format!("{}-ec", self.seed), format!("{}-rsa", self.seed)]
     }
+
+    /// `authorization_endpoint` (`{issuer}/auth`).
+    pub fn authorization_url(&self) -> String {
+        self.authorization_url.clone()
+    }
+
+    /// `end_session_endpoint` (`{issuer}/session/end`; only with `start_for_rp`).
+    pub fn end_session_url(&self) -> String {
+        self.end_session_url.clone()
+    }
+
+    /// Plays the browser `browser` (made with [`client()`]: its cookie jar is
+    /// this browser's provider session) at the provider: GET `authorize_url`
+    /// (the full URL the gateway redirected to), fill in the dev login form
+    /// with `login` (any password), confirm consent if asked, and follow the
+    /// provider's own redirects. Answers the first URL outside the provider
+    /// (normally `{rp}/auth/oidc/…/callback?code=…&state=…&iss=…`, or the
+    /// redirect_uri with `error=…`) without requesting it. A browser that is
+    /// already signed in at the provider gets there without a login form
+    /// (`login` is then unused; add `prompt=login` to force the form).
+    pub async fn login(
+        &self,
+        browser: &reqwest::Client,
+        authorize_url: &str,
+        login: &str,
+    ) -> String {
+        self.browse(browser, authorize_url, |prompt, fields| match prompt {
+            "login" => {
+                fields.push(("login".into(), login.into()));
+                fields.push(("password".into(), "any-password".into()));
+            }
+            "consent" => {}
+            other => panic!("unexpected interaction prompt {other:?}"),
+        })
+        .await
+        .unwrap_or_else(|page| {
+            panic!(
+                "sign-in at the provider did not go back to the RP: {page}\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// RP-initiated logout of `browser`'s provider session: GET the
+    /// end_session endpoint, confirm ("Yes, sign me out": `logout=yes`). The
+    /// provider POSTs a back-channel logout token to the RP (every client of
+    /// the session that has a `backchannel_logout_uri`) and waits for the RP's
+    /// answer before it answers the browser, so the RP has been told when
+    /// this returns.
+    pub async fn logout(&self, browser: &reqwest::Client) {
+        assert!(
+            !self.end_session_url.is_empty(),
+            "no end_session_endpoint: start the provider with start_for_rp"
+        );
+        let url = self.end_session_url.clone();
+        self.logout_at(browser, &url).await;
+    }
+
+    /// Like [`OidcProvider::logout`] from any end_session URL (e.g. the one
+    /// the gateway redirected to, with `id_token_hint`, `client_id`,
+    /// `post_logout_redirect_uri`, `state`). Answers where the provider sent
+    /// the browser in the end: a URL outside the provider (the
+    /// post_logout_redirect_uri, not requested) or, without one, the
+    /// provider's own "Sign-out Success" page URL.
+    pub async fn logout_at(&self, browser: &reqwest::Client, end_session_url: &str) -> String {
+        match self
+            .browse(browser, end_session_url, |prompt, fields| {
+                assert_eq!(prompt, "", "unexpected form at end_session");
+                fields.push(("logout".into(), "yes".into()));
+            })
+            .await
+        {
+            Ok(rp) => rp,
+            Err(page) => {
+                assert!(
+                    page.contains("Sign-out Success"),
+                    "logout at the provider failed: {page}\n{}",
+                    self.log()
+                );
+                page.lines().next().unwrap_or_default().to_owned()
+            }
+        }
+    }
+
+    /// Follows the provider's redirects from `url` with `browser`, submitting
+    /// each HTML form it meets (hidden inputs, plus what `fill` adds given the
+    /// form's `prompt` input, "" if none) — at most 20 steps. `Ok(url)`: the
+    /// first URL outside the provider (not requested). `Err(page)`: a page
+    /// without a form, as "{url}\n{status}\n{body}".
+    async fn browse(
+        &self,
+        browser: &reqwest::Client,
+        url: &str,
+        mut fill: impl FnMut(&str, &mut Vec<(String, String)>),
+    ) -> Result<String, String> {
+        let inside = |u: &str| u == self.issuer || u.starts_with(&format!("{}/", self.issuer));
+        let mut url = url.to_owned();
+        let mut post: Option<String> = None;
+        for _ in 0..20 {
+            if !inside(&url) {
+                return Ok(url);
+            }
+            let req = match post.take() {
+                Some(body) => browser
+                    .post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body),
+                None => browser.get(&url),
+            };
+            let res = req
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}\n{}", self.log()));
+            let status = res.status();
+            if status.is_redirection() {
+                let location = res
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or_else(|| panic!("{status} without Location from {url}"));
+                url = resolve_url(&url, location);
+                continue;
+            }
+            let body = res.text().await.unwrap_or_default();
+            let Some(form) = html_form(&body) else {
+                return Err(format!("{url}\n{status}\n{body}"));
+            };
+            let mut fields = form.fields;
+            let prompt = fields
+                .iter()
+                .find(|(k, _)| k == "prompt")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            fill(&prompt, &mut fields);
+            post = Some(
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            );
+            url = resolve_url(&url, &form.action);
+        }
+        panic!(
+            "more than 20 steps at the provider, last at {url}\n{}",
+            self.log()
+        )
+    }
+}
+
+/// The first `<form>` of an HTML page: its action and hidden inputs.
+struct HtmlForm {
+    action: String,
+    fields: Vec<(String, String)>,
+}
+
+fn html_form(html: &str) -> Option<HtmlForm> {
+    let start = html.find("<form")?;
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
+    let form = &html[start..end];
+    let tag_end = form.find('>')?;
+    let action = html_attr(&form[..tag_end], "action").unwrap_or_default();
+    let fields = form
+        .split("<input")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
+            if html_attr(tag, "type").as_deref() != Some("hidden") {
+                return None;
+            }
+            Some((
+                html_attr(tag, "name")?,
+                html_attr(tag, "value").unwrap_or_default(),
+            ))
+        })
+        .collect();
+    Some(HtmlForm { action, fields })
+}
+
+/// The value of attribute `name="…"` (or `'…'`) in a tag, HTML-unescaped.
+fn html_attr(tag: &str, name: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(i) = tag[from..].find(name).map(|i| from + i) {
+        from = i + name.len();
+        let before_ok = i == 0 || tag.as_bytes()[i - 1].is_ascii_whitespace();
+        let rest = tag[from..].trim_start();
+        if !before_ok || !rest.starts_with('=') {
+            continue;
+        }
+        let rest = rest[1..].trim_start();
+        let quote = rest.chars().next()?;
+        if quote != '"' && quote != '\'' {
+            continue;
+        }
+        let value = &rest[1..];
+        let value = &value[..value.find(quote)?];
+        return Some(
+            value
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&#x27;", "'")
+                .replace("&#x2F;", "/")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        );
+    }
+    None
+}
+
+/// `location` (absolute, or relative to `base`) as an absolute URL.
+fn resolve_url(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let origin_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    if location.starts_with('/') {
+        return format!("{}{location}", &base[..origin_end]);
+    }
+    let path = base[origin_end..].split(['?', '#']).next().unwrap_or("");
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    format!("{}{dir}{location}", &base[..origin_end])
 }
 
 impl Drop for OidcProvider {

@@ -13,6 +13,7 @@ mod helpers;
 mod login;
 mod oauth_state;
 mod oidc;
+mod oidc_signin;
 mod oidc_smoke;
 mod postgres;
 mod resilience;

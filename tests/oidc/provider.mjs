@@ -1,7 +1,7 @@
 // A real OpenID provider (npm `oidc-provider` v9) for Gatehouse's black-box tests.
 //
 //   node tests/oidc/provider.mjs --port N --keys-seed S [--jwt-alg ES256|RS256] [--ttl SECONDS]
-//                                [--exit-with-stdin]
+//                                [--rp-url URL] [--exit-with-stdin]
 //
 // Listens on http://127.0.0.1:N (N = 0 picks a free port) with issuer exactly
 // `http://127.0.0.1:N` (no trailing slash), then prints one line on stdout:
@@ -13,8 +13,8 @@
 //   GET  ISSUER/jwks                                public signing keys (jwks_uri)
 //   POST ISSUER/token                               token endpoint (grant_type=client_credentials)
 //   POST ISSUER/token/introspection                 RFC 7662 introspection (introspection_endpoint)
-//   (the other standard oidc-provider routes exist too, e.g. /auth, /me, /session/end,
-//    but the tests don't use them)
+//   (the other standard oidc-provider routes exist too, e.g. /me; with --rp-url the
+//    sign-in routes below are used as well)
 //
 // Signing keys: fresh at every start (crypto.generateKeyPairSync): RSA 2048
 // (RS256, kid `${seed}-rsa`) and P-256 (ES256, kid `${seed}-ec`). Restarting
@@ -41,6 +41,37 @@
 //
 // Access token TTL: 600 s (--ttl SECONDS).
 //
+// --rp-url URL (the gateway's base URL, e.g. http://127.0.0.1:4567; a trailing
+// slash is ignored) adds authorization-code sign-in and logout for one web client:
+//   gatehouse-web / web-client-secret  client_secret_basic  authorization_code, response_type code
+//     redirect_uris            RP/auth/oidc/corp/callback, RP/auth/oidc/other/callback
+//     backchannel_logout_uri   RP/auth/oidc/corp/backchannel-logout (session required: sid)
+//     post_logout_redirect_uris RP/
+//     PKCE (S256) required; ID tokens and logout tokens signed RS256
+//   Routes: GET ISSUER/auth (authorization_endpoint), GET ISSUER/interaction/UID (the
+//   built-in dev login form: any login, any password), POST ISSUER/token
+//   (grant_type=authorization_code), GET ISSUER/me (userinfo), GET|POST
+//   ISSUER/session/end (end_session_endpoint, confirm form -> POST
+//   ISSUER/session/end/confirm with xsrf and logout=yes). Consent is automatic
+//   for gatehouse-web (every requested scope and claim is granted), so a sign-in is
+//   authorize -> login form -> 303 to the redirect_uri with code, state and iss.
+//   Scopes: openid email profile groups (offline_access is not offered to this client).
+//   Account of any login L: sub L; email L if it contains `@`, else L@example.com;
+//   email_verified true unless L starts with `unverified`; name `Name of L`;
+//   preferred_username the part of L before `@`; groups ["ml"] if L contains `ml`,
+//   else ["web"]. Those claims (per granted scope) are in the ID token itself
+//   (conformIdTokenClaims: false), besides iss, aud gatehouse-web, iat, exp (+1 h),
+//   nonce and sid (no auth_time, no at_hash).
+//   Ending the session (end_session with logout=yes) POSTs a back-channel logout
+//   token (header typ logout+jwt, RS256; claims iss, aud gatehouse-web, sub, sid,
+//   jti, iat, exp (+2 min), events
+//   {"http://schemas.openid.net/event/backchannel-logout": {}}, no nonce) as the form field
+//   logout_token to the backchannel_logout_uri and waits for the answer (2.5 s
+//   at most; failures are written on stderr) before it answers the browser.
+//   Loopback RP URLs are allowed (the SSRF guard of oidc-provider's fetch is off).
+//   Cookies are named op<PORT>_session, op<PORT>_interaction, op<PORT>_interaction_resume
+//   so that one cookie jar can hold the cookies of several providers on 127.0.0.1.
+//
 // Quiet: oidc-provider's notices/warnings and request errors are dropped
 // unless OIDC_PROVIDER_LOG=1. SIGTERM/SIGINT close the server and exit 0.
 // With --exit-with-stdin the process also exits when its stdin closes (the
@@ -65,6 +96,7 @@ const { values: args } = parseArgs({
     'keys-seed': { type: 'string', default: 'test' },
     'jwt-alg': { type: 'string', default: 'ES256' },
     ttl: { type: 'string', default: '600' },
+    'rp-url': { type: 'string' },
     'exit-with-stdin': { type: 'boolean', default: false },
   },
   strict: true,
@@ -77,6 +109,17 @@ const ttl = Number.parseInt(args.ttl, 10);
 if (!Number.isInteger(port) || port < 0 || port > 65535) die(`bad --port ${args.port}`);
 if (!['ES256', 'RS256'].includes(jwtAlg)) die(`--jwt-alg must be ES256 or RS256, not ${jwtAlg}`);
 if (!Number.isInteger(ttl) || ttl <= 0) die(`bad --ttl ${args.ttl}`);
+let rpUrl;
+if (args['rp-url'] !== undefined) {
+  let parsed;
+  try {
+    parsed = new URL(args['rp-url']);
+  } catch {
+    die(`bad --rp-url ${args['rp-url']}`);
+  }
+  if (!['http:', 'https:'].includes(parsed.protocol)) die(`--rp-url must be http(s), not ${args['rp-url']}`);
+  rpUrl = args['rp-url'].replace(/\/+$/, '');
+}
 
 function die(msg) {
   process.stderr.write(`provider.mjs: ${msg}\n`);
@@ -132,17 +175,95 @@ const introspectorClient = (client_id, method) => ({
   token_endpoint_auth_method: method,
 });
 
+// --- sign-in for the gateway (--rp-url) ---------------------------------------
+const WEB_CLIENT = 'gatehouse-web';
+const webClient = (rp) => ({
+  client_id: WEB_CLIENT,
+  client_secret: 'web-client-secret',
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: ['authorization_code'],
+  response_types: ['code'],
+  redirect_uris: [`${rp}/auth/oidc/corp/callback`, `${rp}/auth/oidc/other/callback`],
+  backchannel_logout_uri: `${rp}/auth/oidc/corp/backchannel-logout`,
+  backchannel_logout_session_required: true,
+  post_logout_redirect_uris: [`${rp}/`],
+});
+
+// Any login is an account; its claims derive from the login text.
+function accountClaims(login) {
+  return {
+    sub: login,
+    email: login.includes('@') ? login : `${login}@example.com`,
+    email_verified: !login.startsWith('unverified'),
+    name: `Name of ${login}`,
+    preferred_username: login.split('@')[0],
+    groups: login.includes('ml') ? ['ml'] : ['web'],
+  };
+}
+
+async function findAccount(_ctx, id) {
+  return {
+    accountId: id,
+    // oidc-provider keeps only the claims of the granted scopes/claims.
+    claims: async () => accountClaims(id),
+  };
+}
+
+// No consent screen for gatehouse-web: its grant always covers every requested
+// OpenID scope and claim. Other clients keep the default behaviour.
+async function loadExistingGrant(ctx) {
+  const { client, session, provider } = ctx.oidc;
+  const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+  let grant = grantId ? await provider.Grant.find(grantId) : undefined;
+  if (client.clientId !== WEB_CLIENT || !session.accountId) return grant;
+  if (!grant || grant.accountId !== session.accountId) {
+    grant = new provider.Grant({ accountId: session.accountId, clientId: client.clientId });
+  }
+  const scopes = [...ctx.oidc.requestParamOIDCScopes];
+  if (scopes.length) grant.addOIDCScope(scopes.join(' '));
+  const claims = [...ctx.oidc.requestParamClaims];
+  if (claims.length) grant.addOIDCClaims(claims);
+  await grant.save();
+  return grant;
+}
+
+const signIn = rpUrl !== undefined;
+
 const configuration = {
   clients: [
     tokenClient('gatehouse-test', 'client_secret_basic'),
     tokenClient('gatehouse-test-post', 'client_secret_post'),
     introspectorClient('introspector', 'client_secret_basic'),
     introspectorClient('introspector-post', 'client_secret_post'),
+    ...(signIn ? [webClient(rpUrl)] : []),
   ],
+  ...(signIn ? {
+    findAccount,
+    loadExistingGrant,
+    scopes: ['openid', 'email', 'profile', 'groups'],
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'preferred_username'],
+      groups: ['groups'],
+    },
+    conformIdTokenClaims: false,
+    pkce: {
+      required: (_ctx, client) => client.clientId === WEB_CLIENT || client.clientAuthMethod === 'none',
+    },
+    // The RP is on loopback: bypass the SSRF guard (special-use IPs) that
+    // oidc-provider puts on its outgoing requests (back-channel logout).
+    fetch: (url, options) => {
+      const { dispatcher: _guarded, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
+  } : {}),
   jwks: { keys },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: signIn },
+    backchannelLogout: { enabled: signIn },
+    rpInitiatedLogout: { enabled: signIn },
     clientCredentials: { enabled: true },
     introspection: {
       enabled: true,
@@ -152,7 +273,11 @@ const configuration = {
     revocation: { enabled: true, allowedPolicy: async () => true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: async () => 'urn:gatehouse',
+      // Sign-in at the web client gets the usual userinfo access token unless
+      // it asks for a resource.
+      defaultResource: async (_ctx, client, oneOf) => (
+        client?.clientId === WEB_CLIENT ? oneOf : 'urn:gatehouse'
+      ),
       useGrantedResource: async () => true,
       getResourceServerInfo: async (_ctx, resourceIndicator) => {
         const info = RESOURCES[resourceIndicator];
@@ -177,8 +302,20 @@ const configuration = {
 
 const server = http.createServer();
 server.listen(port, '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const boundPort = server.address().port;
+  const issuer = `http://127.0.0.1:${boundPort}`;
+  // Cookies are per host, not per port: name them after the port so several
+  // providers on 127.0.0.1 can share one browser cookie jar.
+  configuration.cookies.names = {
+    session: `op${boundPort}_session`,
+    interaction: `op${boundPort}_interaction`,
+    resume: `op${boundPort}_interaction_resume`,
+  };
   const provider = new Provider(issuer, configuration);
+  // A failed back-channel logout is worth seeing in the test's provider log.
+  provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => process.stderr.write(
+    `backchannel.error: ${client.clientId} sub=${accountId} sid=${sid}: ${err.message}${err.cause ? ` (${err.cause.message ?? err.cause})` : ''}\n`,
+  ));
   if (!verbose) {
     // Koa logs unexpected errors itself; silence it.
     provider.silent = true;

@@ -1316,6 +1316,7 @@ mod tests {
             last_seen_at: t,
             ip: None,
             user_agent: None,
+            external_sid: None,
         }
     }
 

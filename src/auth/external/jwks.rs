@@ -45,6 +45,20 @@ impl JwksValidator {
         }
     }
 
+    /// For an OpenID provider's ID tokens (and logout tokens): its JWKS, its
+    /// issuer, and our client id as the audience.
+    pub fn for_issuer(jwks_uri: &str, issuer: &str, audience: &str) -> Self {
+        Self {
+            uri: jwks_uri.to_owned(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            recheck: Duration::HOUR,
+            mapping: BTreeMap::new(),
+            keys: ArcSwapOption::empty(),
+            last_attempt: Mutex::new(None),
+        }
+    }
+
     /// Claims a refetch slot: true at most once per 30 s.
     fn may_fetch(&self, now: OffsetDateTime) -> bool {
         let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,6 +112,30 @@ impl JwksValidator {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<Identity, &'static str> {
+        let c = self.verify_claims(http, token, now).await?;
+        let exp = c.get("exp").and_then(Value::as_i64).unwrap_or_default();
+        let subject = c
+            .get("sub")
+            .or_else(|| c.get("client_id"))
+            .and_then(Value::as_str)
+            .ok_or("no subject")?
+            .to_owned();
+        Ok(Identity {
+            username: claims::username(&c, &subject),
+            subject,
+            scopes: claims::scopes_from(&c),
+            attributes: claims::attributes_from(&c, &self.mapping),
+            expires_at: OffsetDateTime::from_unix_timestamp(exp).ok(),
+        })
+    }
+
+    /// Signature, algorithm, `iss`, `aud`, `exp` and `nbf`: the verified claims.
+    pub async fn verify_claims(
+        &self,
+        http: &awc::Client,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Map<String, Value>, &'static str> {
         if token.len() > crate::auth::bearer::MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err("not a JWT");
         }
@@ -153,19 +191,7 @@ impl JwksValidator {
         {
             return Err("not yet valid");
         }
-        let subject = c
-            .get("sub")
-            .or_else(|| c.get("client_id"))
-            .and_then(Value::as_str)
-            .ok_or("no subject")?
-            .to_owned();
-        Ok(Identity {
-            username: claims::username(&c, &subject),
-            subject,
-            scopes: claims::scopes_from(&c),
-            attributes: claims::attributes_from(&c, &self.mapping),
-            expires_at: OffsetDateTime::from_unix_timestamp(exp).ok(),
-        })
+        Ok(c)
     }
 
     fn lookup(&self, kid: &str) -> Option<(DecodingKey, Vec<Algorithm>)> {

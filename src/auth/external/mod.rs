@@ -5,7 +5,7 @@
 //! (`gh_…`) is never sent to any of them.
 
 mod claims;
-mod jwks;
+pub(crate) mod jwks;
 mod remote;
 
 use crate::auth::cache::TokenCache;
