@@ -68,6 +68,7 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
             })
             .wrap(TracingLogger::default())
             .configure(|c| configure_with_limit(c, limit))
+            .configure(crate::http::pages::configure)
             .default_service(web::to(not_found))
     })
     .client_request_timeout(std::time::Duration::from_secs(10))

@@ -156,7 +156,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(GithubConfig {
             client_id: g.client_id.trim().to_string(),
             client_secret: Secret::new(g.client_secret.trim()),
-            redirect_uri: http_url("auth.github.redirect_uri", &g.redirect_uri)?,
+            // Empty: derived from the request (this gateway's own callback URL).
+            redirect_uri: match g.redirect_uri.trim() {
+                "" => String::new(),
+                uri => http_url("auth.github.redirect_uri", uri)?,
+            },
             allowed_users: lowercase(users.map(String::from).collect()),
             allowed_orgs: lowercase(g.allowed_orgs),
             admin_users: lowercase(g.admin_users),

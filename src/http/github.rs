@@ -20,6 +20,29 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub const OAUTH_COOKIE: &str = "gatehouse_oauth";
+
+/// The configured callback URL, else this gateway's own (from the request).
+fn redirect_uri(req: &HttpRequest, state: &AppState, gh: &GithubConfig) -> String {
+    if !gh.redirect_uri.is_empty() {
+        return gh.redirect_uri.clone();
+    }
+    own_url(req, state, "/auth/github/callback")
+}
+
+/// `scheme://host{path}` of this gateway as the client reached it.
+pub(crate) fn own_url(req: &HttpRequest, state: &AppState, path: &str) -> String {
+    let scheme = if state.config.server.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}{path}")
+}
 const MAX_ANSWER: usize = 1024 * 1024;
 
 fn github(state: &AppState) -> Result<&GithubConfig, ApiError> {
@@ -64,6 +87,7 @@ pub struct Start {
 
 /// `GET /auth/github[?next=/path]`: 302 to GitHub with state and PKCE.
 pub async fn start(
+    req: HttpRequest,
     query: web::Query<Start>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -94,7 +118,7 @@ pub async fn start(
         "{}{sep}client_id={}&redirect_uri={}&state={}&code_challenge={}&code_challenge_method=S256&scope={}&allow_signup=false",
         gh.authorize_url,
         enc(&gh.client_id),
-        enc(&gh.redirect_uri),
+        enc(&redirect_uri(&req, &state, gh)),
         enc(&s.state),
         enc(&challenge),
         enc(scope)
@@ -198,6 +222,7 @@ async fn finish(
         .ok_or_else(|| ApiError::bad_request("invalid_request", "the callback has no code"))?;
 
     let http = state.validators.http_client();
+    let redirect = redirect_uri(req, state, gh);
     let upstream = || {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -210,7 +235,7 @@ async fn finish(
         ("client_id", gh.client_id.as_str()),
         ("client_secret", gh.client_secret.expose()),
         ("code", code.as_str()),
-        ("redirect_uri", gh.redirect_uri.as_str()),
+        ("redirect_uri", redirect.as_str()),
         ("code_verifier", flow.pkce_verifier.as_str()),
     ];
     let exchanged = read_json(

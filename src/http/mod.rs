@@ -5,6 +5,7 @@ pub mod auth;
 pub mod github;
 pub mod health;
 pub mod oidc;
+pub mod pages;
 pub mod tokens;
 
 use crate::auth::Authenticate;

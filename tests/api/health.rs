@@ -69,3 +69,48 @@ async fn anonymous_local_admin_only_when_configured_and_only_without_users() {
     app.add_user("alice", PW, false).await;
     assert_eq!(app.get("/account/api/me").await.status(), 401);
 }
+
+#[actix_web::test]
+async fn the_sign_in_page_is_open_and_locked_down_by_headers() {
+    let app = spawn_app().await;
+    app.add_user("alice", PW, false).await;
+    let res = app.get("/").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let html = res.text().await.unwrap();
+    for id in [
+        "login-form",
+        "username",
+        "password",
+        "login-submit",
+        "providers",
+        "whoami",
+        "logout",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "#{id}");
+    }
+    assert!(
+        !html.contains("<script>"),
+        "no inline script (the CSP forbids it)"
+    );
+    let js = app.get("/static/app.js").await;
+    assert_eq!(js.status(), 200);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert_eq!(app.get("/static/app.css").await.status(), 200);
+    assert_eq!(app.get("/static/nope.js").await.status(), 404);
+}

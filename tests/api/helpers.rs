@@ -61,6 +61,7 @@ pub async fn spawn_full(tune: impl FnOnce(&mut Config), supervise_every: Duratio
         App::new()
             .app_data(data.clone())
             .configure(|c| gatehouse::configure_with_limit(c, limit))
+            .configure(gatehouse::http::pages::configure)
             .default_service(web::to(gatehouse::error::not_found))
     })
     .workers(1)
