@@ -98,12 +98,13 @@ pub async fn login(
     let user = match users.send(finish).await? {
         Ok(u) => u,
         Err(e) => {
-            let action = if matches!(e, GatehouseError::AccountLocked) {
-                "auth.login.locked"
+            let reason = if matches!(e, GatehouseError::AccountLocked) {
+                "locked"
             } else {
-                "auth.login.failure"
+                "invalid_credentials"
             };
-            audit(&state, &actor, action, Some(actor.name.clone()), json!({})).await;
+            let details = json!({ "reason": reason });
+            audit(&state, &actor, "auth.login.failure", Some(actor.name.clone()), details).await;
             return Err(e.into());
         }
     };
