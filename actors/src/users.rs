@@ -407,7 +407,7 @@ impl Handler<ListUsers> for UserStoreActor {
     fn handle(&mut self, _: ListUsers, _: &mut Context<Self>) -> Self::Result {
         self.ensure_loaded()?;
         let mut all: Vec<_> = self.users.values().cloned().collect();
-        all.sort_by(|a, b| a.username.to_lowercase().cmp(&b.username.to_lowercase()));
+        all.sort_by_key(|u| u.username.to_lowercase());
         Ok(all)
     }
 }

@@ -16,7 +16,8 @@ fn pg_url() -> String {
 
 /// A backend for one test, cleaned up afterwards.
 enum Backend {
-    Sled(Arc<SledStore>, tempfile::TempDir),
+    /// The directory lives as long as the store.
+    Sled(Arc<SledStore>, #[allow(dead_code)] tempfile::TempDir),
     Pg(Arc<PgStore>),
 }
 

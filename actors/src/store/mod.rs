@@ -3,10 +3,10 @@
 //! so each backend can make it atomic its own way. Every write returns only
 //! once it is durable.
 
-mod pg_store;
+mod pg;
 mod sled_store;
 
-pub use pg_store::PgStore;
+pub use pg::PgStore;
 pub use sled_store::SledStore;
 
 use crate::error::{GatehouseError, StoreError};

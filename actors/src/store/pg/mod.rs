@@ -1,0 +1,395 @@
+//! The PostgreSQL backend, shared by several gateway instances.
+//!
+//! Each table keeps the record as the same JSON the sled backend writes, plus
+//! the key columns derived from it that uniqueness, foreign keys, sweeps and
+//! ordering need (`actors/migrations/`). Every operation runs as one
+//! statement or one transaction and returns only after `COMMIT`, which
+//! PostgreSQL makes durable (default `synchronous_commit`).
+//!
+//! Compound operations take row locks in one order, the user before what
+//! hangs on it (`FOR SHARE` to add a session or token, `FOR UPDATE` to change
+//! or remove the user), so a removal or lock racing a sign-in either sees the
+//! new session or makes the sign-in fail. A transaction that PostgreSQL
+//! aborts as a deadlock victim or serialization failure is retried.
+//!
+//! Connections live on a small runtime of their own (one thread), not on the
+//! runtime of whichever actix worker first needed one, so a worker or arbiter
+//! that stops never takes pooled connections with it.
+
+mod error;
+mod io;
+mod migrate;
+mod misc;
+mod sessions;
+mod sql;
+mod tokens;
+mod users;
+
+#[cfg(test)]
+mod tests;
+
+use super::{EndSessions, Store};
+use crate::error::{GatehouseError, StoreError};
+use crate::ids::TokenHash;
+use crate::model::{
+    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UserChange,
+    UserRecord,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
+};
+use error::{describe, into_store, redact, Fail};
+use io::{IoConnect, IoRuntime};
+use migrate::valid_identifier;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Connections a store keeps at most.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// An operation slower than this is logged (by name, never with its data).
+const SLOW: Duration = Duration::from_millis(200);
+/// How long a caller waits for a free connection, and for a new one.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of a transaction that PostgreSQL aborted as a deadlock victim.
+const ATTEMPTS: u32 = 5;
+
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Dropped first: idle connections close before their runtime stops.
+    pool: Pool,
+    schema: Option<String>,
+    _io: IoRuntime,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects, creates the schema if `schema` is given (every pooled
+    /// connection then uses `SET search_path TO <schema>`), and applies the
+    /// embedded migrations in one transaction under an advisory lock, so two
+    /// instances starting together don't race.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        Self::connect_with_pool_size(url, schema, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`PgStore::connect`] with at most `pool_size` connections.
+    pub async fn connect_with_pool_size(
+        url: &str,
+        schema: Option<&str>,
+        pool_size: usize,
+    ) -> Result<PgStore, StoreError> {
+        if let Some(s) = schema {
+            if !valid_identifier(s) {
+                return Err(StoreError::Backend(format!(
+                    "invalid PostgreSQL schema name {s:?}: use [a-z_][a-z0-9_]{{0,62}}"
+                )));
+            }
+        }
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                redact(url, format!("PostgreSQL URL: {}", describe(&e)))
+            })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("gatehouse");
+        }
+        let io = IoRuntime::start()?;
+        let connect = IoConnect {
+            rt: io.handle.clone(),
+            search_path: schema.map(|s| format!("SET search_path TO \"{s}\"")),
+        };
+        let manager = Manager::from_connect(
+            config,
+            connect,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                schema: schema.map(str::to_owned),
+                _io: io,
+            }),
+        };
+        migrate::migrate(&store)
+            .await
+            .map_err(|e| match into_store(e) {
+                StoreError::Backend(m) => redact(url, m),
+                other => other,
+            })?;
+        Ok(store)
+    }
+
+    /// Drops the schema (`CASCADE`): for tests. Refuses when the store was
+    /// opened without a schema of its own.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let Some(schema) = self.inner.schema.clone() else {
+            return Err(StoreError::Backend(
+                "drop_schema: this store has no schema of its own".into(),
+            ));
+        };
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        self.one("drop_schema", &sql, |c, sql| {
+            Box::pin(async move {
+                c.batch_execute(sql).await?;
+                Ok(())
+            })
+        })
+        .await
+        .map_err(into_store)
+    }
+
+    async fn client(&self) -> Result<Object, Fail> {
+        self.inner.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => Fail::Db(e),
+            PoolError::Timeout(_) => {
+                Fail::Backend("timed out waiting for a PostgreSQL connection".into())
+            }
+            other => Fail::Backend(format!("PostgreSQL pool: {other}")),
+        })
+    }
+
+    /// Runs `f` in one transaction and commits, retrying when PostgreSQL
+    /// picks it as a deadlock victim (or a serialization failure). `f` takes
+    /// its data through `args` so it can run again.
+    async fn tx<A, T, F>(&self, op: &'static str, args: &A, f: F) -> Result<T, GatehouseError>
+    where
+        A: Sync + ?Sized,
+        T: Send,
+        F: for<'c> Fn(&'c Transaction<'c>, &'c A) -> BoxFut<'c, Result<T, Fail>> + Send + Sync,
+    {
+        timed(op, async {
+            let mut attempt = 1;
+            loop {
+                let out = async {
+                    let mut client = self.client().await?;
+                    let t = client.transaction().await?;
+                    match f(&t, args).await {
+                        Ok(v) => {
+                            t.commit().await?;
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            let _ = t.rollback().await;
+                            Err(e)
+                        }
+                    }
+                }
+                .await;
+                match out {
+                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                        tracing::debug!(op, attempt, "PostgreSQL transaction retried");
+                        tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                        attempt += 1;
+                    }
+                    other => return other.map_err(Fail::into_gatehouse),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `f` (one statement, atomic by itself) on a pooled connection.
+    async fn one<A, T, F>(&self, op: &'static str, args: &A, f: F) -> Result<T, GatehouseError>
+    where
+        A: Sync + ?Sized,
+        T: Send,
+        F: for<'c> Fn(&'c Object, &'c A) -> BoxFut<'c, Result<T, Fail>> + Send + Sync,
+    {
+        timed(op, async {
+            let mut attempt = 1;
+            loop {
+                let out = async {
+                    let client = self.client().await?;
+                    f(&client, args).await
+                }
+                .await;
+                match out {
+                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                        tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                        attempt += 1;
+                    }
+                    other => return other.map_err(Fail::into_gatehouse),
+                }
+            }
+        })
+        .await
+    }
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+async fn timed<T>(op: &'static str, fut: impl Future<Output = T>) -> T {
+    let start = Instant::now();
+    let out = fut.await;
+    let elapsed = start.elapsed();
+    if elapsed > SLOW {
+        tracing::warn!(
+            op,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "slow PostgreSQL store operation"
+        );
+    }
+    out
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    // --- users -----------------------------------------------------------
+
+    async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        users::load_users(self).await
+    }
+
+    async fn insert_user(&self, user: UserRecord) -> Result<(), GatehouseError> {
+        users::insert_user(self, user).await
+    }
+
+    async fn update_user(
+        &self,
+        user_id: &str,
+        change: UserChange,
+        end: Option<EndSessions>,
+    ) -> Result<(UserRecord, u64), GatehouseError> {
+        users::update_user(self, user_id, change, end).await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<u64, GatehouseError> {
+        users::delete_user(self, user_id).await
+    }
+
+    // --- sessions --------------------------------------------------------
+
+    async fn load_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        sessions::load_sessions(self).await
+    }
+
+    async fn insert_session(&self, session: SessionRecord) -> Result<(), GatehouseError> {
+        sessions::insert_session(self, session).await
+    }
+
+    async fn delete_session(&self, h: TokenHash) -> Result<bool, StoreError> {
+        sessions::delete_session(self, h).await
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        end: EndSessions,
+    ) -> Result<u64, StoreError> {
+        sessions::delete_user_sessions(self, user_id, end).await
+    }
+
+    async fn touch_sessions(
+        &self,
+        seen: Vec<(TokenHash, OffsetDateTime)>,
+    ) -> Result<(), StoreError> {
+        sessions::touch_sessions(self, seen).await
+    }
+
+    async fn sweep_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        sessions::sweep_sessions(self, now).await
+    }
+
+    // --- API tokens ------------------------------------------------------
+
+    async fn load_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        tokens::load_tokens(self).await
+    }
+
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), GatehouseError> {
+        tokens::insert_token(self, token).await
+    }
+
+    async fn update_token(
+        &self,
+        id: &str,
+        change: TokenChange,
+    ) -> Result<TokenRecord, GatehouseError> {
+        tokens::update_token(self, id, change).await
+    }
+
+    async fn rotate_token(
+        &self,
+        old_id: &str,
+        grace_until: OffsetDateTime,
+        new: TokenRecord,
+    ) -> Result<TokenRecord, GatehouseError> {
+        tokens::rotate_token(self, old_id, grace_until, new).await
+    }
+
+    async fn touch_tokens(&self, used: Vec<(String, OffsetDateTime)>) -> Result<(), StoreError> {
+        tokens::touch_tokens(self, used).await
+    }
+
+    // --- token-signing keys ----------------------------------------------
+
+    async fn load_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        tokens::load_signing_keys(self).await
+    }
+
+    async fn insert_signing_key(&self, key: SigningKeyRecord) -> Result<(), StoreError> {
+        tokens::insert_signing_key(self, key).await
+    }
+
+    // --- OAuth states ----------------------------------------------------
+
+    async fn insert_oauth_state(&self, state: OAuthState) -> Result<(), StoreError> {
+        sessions::insert_oauth_state(self, state).await
+    }
+
+    async fn take_oauth_state(&self, state: &str) -> Result<Option<OAuthState>, StoreError> {
+        sessions::take_oauth_state(self, state).await
+    }
+
+    async fn sweep_oauth_states(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        sessions::sweep_oauth_states(self, now).await
+    }
+
+    // --- audit -----------------------------------------------------------
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        misc::append_audit(self, event).await
+    }
+
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        misc::list_audit(self, limit).await
+    }
+
+    // --- health ----------------------------------------------------------
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        misc::check_writable(self).await
+    }
+}
