@@ -167,7 +167,7 @@ impl Builder {
                         .map_err(StartError::Postgres)?;
                     Arc::new(store) as SharedStore
                 } else {
-                    let home = self.home.unwrap_or_else(|| home::default_home());
+                    let home = self.home.unwrap_or_else(home::default_home);
                     home::prepare(&home).map_err(|source| StartError::Home {
                         path: home.clone(),
                         source,

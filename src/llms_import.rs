@@ -17,7 +17,7 @@ const MAX_USERS: usize = 100_000;
 pub fn parse(text: &str, now: OffsetDateTime) -> Result<Vec<UserRecord>, String> {
     let doc: Value = serde_json::from_str(text)
         .map_err(|e| format!("not valid JSON: line {} column {}", e.line(), e.column()))?;
-    let entries: Vec<(Option<String>, Map<String, Value>)> = match doc {
+    let entries: Entries = match doc {
         Value::Object(mut o) if o.get("users").is_some_and(Value::is_array) => {
             list(o.remove("users").unwrap_or_default())?
         }
@@ -52,7 +52,10 @@ pub fn parse(text: &str, now: OffsetDateTime) -> Result<Vec<UserRecord>, String>
         .collect()
 }
 
-fn list(v: Value) -> Result<Vec<(Option<String>, Map<String, Value>)>, String> {
+/// Users as (the key they were listed under, their fields).
+type Entries = Vec<(Option<String>, Map<String, Value>)>;
+
+fn list(v: Value) -> Result<Entries, String> {
     match v {
         Value::Array(items) => items
             .into_iter()

@@ -92,7 +92,7 @@ async fn a_token_is_shown_once_and_works_as_bearer_and_x_api_key() {
     // The secret is not in the data files either.
     assert!(!contains(
         &all_file_bytes(app.home.path()),
-        secret[3..].as_bytes()
+        &secret.as_bytes()[3..]
     ));
 }
 
