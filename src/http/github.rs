@@ -158,13 +158,16 @@ pub(crate) fn failure(req: &HttpRequest, e: ApiError) -> HttpResponse {
             .replace('"', "&quot;")
     };
     let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in failed</title></head>\
-         <body><h1>Sign-in failed</h1><p>{}</p><p><code>{}</code></p><p><a href=\"/\">Back to sign-in</a></p></body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
+         <link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main><h1>Sign-in failed</h1>\
+         <p>{}</p><p><code>{}</code></p><p><a href=\"/\">Back to sign-in</a></p></main></body></html>",
         esc(&e.message),
         esc(&e.code)
     );
     HttpResponse::build(e.status)
         .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, crate::http::pages::CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
 }

@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 const INDEX: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
-const CSP: &str =
+pub(crate) const CSP: &str =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
