@@ -104,7 +104,14 @@ pub async fn login(
                 "invalid_credentials"
             };
             let details = json!({ "reason": reason });
-            audit(&state, &actor, "auth.login.failure", Some(actor.name.clone()), details).await;
+            audit(
+                &state,
+                &actor,
+                "auth.login.failure",
+                Some(actor.name.clone()),
+                details,
+            )
+            .await;
             return Err(e.into());
         }
     };

@@ -2,6 +2,7 @@
 
 mod account;
 mod bearer;
+mod browser;
 mod cli;
 mod config;
 mod durability;

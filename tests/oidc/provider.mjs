@@ -1,7 +1,7 @@
 // A real OpenID provider (npm `oidc-provider` v9) for Gatehouse's black-box tests.
 //
 //   node tests/oidc/provider.mjs --port N --keys-seed S [--jwt-alg ES256|RS256] [--ttl SECONDS]
-//                                [--rp-url URL] [--exit-with-stdin]
+//                                [--rp-url URL] [--tamper-id-token] [--exit-with-stdin]
 //
 // Listens on http://127.0.0.1:N (N = 0 picks a free port) with issuer exactly
 // `http://127.0.0.1:N` (no trailing slash), then prints one line on stdout:
@@ -72,6 +72,13 @@
 //   Cookies are named op<PORT>_session, op<PORT>_interaction, op<PORT>_interaction_resume
 //   so that one cookie jar can hold the cookies of several providers on 127.0.0.1.
 //
+// --tamper-id-token (for the RP's negative tests): every token endpoint answer
+// that carries an `id_token` gets it altered in transit: its payload is
+// re-encoded with `email` changed to `admin@example.com` (and
+// `preferred_username` to `admin`), the header and signature kept as they
+// were, so the signature no longer verifies. Each time, it writes the line
+// `tamper-id-token: altered …` on stderr. Everything else is unchanged.
+//
 // Quiet: oidc-provider's notices/warnings and request errors are dropped
 // unless OIDC_PROVIDER_LOG=1. SIGTERM/SIGINT close the server and exit 0.
 // With --exit-with-stdin the process also exits when its stdin closes (the
@@ -97,6 +104,7 @@ const { values: args } = parseArgs({
     'jwt-alg': { type: 'string', default: 'ES256' },
     ttl: { type: 'string', default: '600' },
     'rp-url': { type: 'string' },
+    'tamper-id-token': { type: 'boolean', default: false },
     'exit-with-stdin': { type: 'boolean', default: false },
   },
   strict: true,
@@ -324,10 +332,41 @@ server.listen(port, '127.0.0.1', () => {
     provider.on('grant.error', (_ctx, err) => process.stderr.write(`grant.error: ${err}\n`));
     provider.on('introspection.error', (_ctx, err) => process.stderr.write(`introspection.error: ${err}\n`));
   }
+  if (args['tamper-id-token']) provider.use(tamperIdToken);
   server.on('request', provider.callback());
   process.stdout.write(`ready ${issuer}\n`);
 });
 server.on('error', (err) => die(`cannot listen on 127.0.0.1:${port}: ${err.message}`));
+
+// Koa middleware (--tamper-id-token): after the token endpoint has answered,
+// swap the ID token's payload for an altered one, keeping its signature.
+async function tamperIdToken(ctx, next) {
+  await next();
+  if (ctx.method !== 'POST' || ctx.path !== '/token' || ctx.status !== 200) return;
+  const original = ctx.body;
+  let body;
+  if (original && typeof original === 'object' && !Buffer.isBuffer(original) && typeof original.pipe !== 'function') {
+    body = { ...original };
+  } else if (typeof original === 'string' || Buffer.isBuffer(original)) {
+    try {
+      body = JSON.parse(original.toString());
+    } catch {
+      return;
+    }
+  } else {
+    return;
+  }
+  if (typeof body?.id_token !== 'string') return;
+  const [header, payload, signature] = body.id_token.split('.');
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
+  claims.email = 'admin@example.com';
+  claims.preferred_username = 'admin';
+  const altered = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  body.id_token = `${header}.${altered}.${signature}`;
+  ctx.body = typeof original === 'object' && !Buffer.isBuffer(original) ? body : JSON.stringify(body);
+  ctx.type = 'application/json; charset=utf-8';
+  process.stderr.write('tamper-id-token: altered the id_token payload of a token response\n');
+}
 
 function shutdown() {
   server.close(() => process.exit(0));
