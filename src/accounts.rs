@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use crate::password::check_strength;
 use crate::AppState;
-use gatehouse_actors::model::{Lock, PasswordHash, UserChange, UserRecord};
+use gatehouse_actors::model::{Lock, PasswordHash, UserChange, UserRecord, ADMIN_ROLE};
 use gatehouse_actors::session::ForgetUserSessions;
 use gatehouse_actors::store::EndSessions;
 use gatehouse_actors::users::{
@@ -287,4 +287,50 @@ pub async fn import_llms(
     )
     .await;
     Ok((n, skipped))
+}
+
+/// Grants or takes away the Admin role (any kind of user: password, GitHub,
+/// OIDC). It holds on the user's next request. The last admin keeps it.
+pub async fn set_admin(
+    state: &AppState,
+    actor: &Actor,
+    username: &str,
+    admin: bool,
+) -> Result<UserRecord, ApiError> {
+    let users = list_users(state).await?;
+    let user = users
+        .iter()
+        .find(|u| u.username.eq_ignore_ascii_case(username))
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    let mut roles: Vec<String> = user
+        .roles
+        .iter()
+        .filter(|r| *r != ADMIN_ROLE)
+        .cloned()
+        .collect();
+    if admin {
+        roles.push(ADMIN_ROLE.to_owned());
+    } else if user.is_admin()
+        && users
+            .iter()
+            .filter(|u| u.is_admin() && u.locked.is_none())
+            .count()
+            <= 1
+    {
+        return Err(ApiError::conflict(
+            "last_admin",
+            "this is the only admin; make another admin first",
+        ));
+    }
+    let before = user.roles.clone();
+    let user = change(state, username, UserChange::Roles(roles), None).await?;
+    audit(
+        state,
+        actor,
+        "user.roles",
+        Some(user.username.clone()),
+        json!({"before": before, "after": user.roles}),
+    )
+    .await;
+    Ok(user)
 }

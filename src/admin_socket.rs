@@ -45,6 +45,10 @@ pub enum AdminRequest {
     UsersUnlock {
         name: String,
     },
+    UsersAdmin {
+        name: String,
+        admin: bool,
+    },
     UsersImportLlms {
         contents: String,
     },
@@ -75,6 +79,7 @@ impl std::fmt::Debug for AdminRequest {
             AdminRequest::UsersList => "users list",
             AdminRequest::UsersLock { .. } => "users lock",
             AdminRequest::UsersUnlock { .. } => "users unlock",
+            AdminRequest::UsersAdmin { .. } => "users admin",
             AdminRequest::UsersImportLlms { .. } => "users import-llms",
             AdminRequest::TokensIssue { .. } => "tokens issue",
             AdminRequest::TokensList { .. } => "tokens list",
@@ -140,6 +145,10 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
         AdminRequest::UsersUnlock { name } => accounts::unlock_user(state, &actor, &name)
             .await
             .map(|u| (String::new(), format!("unlocked user {}\n", u.username))),
+        AdminRequest::UsersAdmin { name, admin } => accounts::set_admin(state, &actor, &name, admin).await.map(|u| {
+            let roles = if u.roles.is_empty() { "-".to_owned() } else { u.roles.join(",") };
+            (String::new(), format!("user {} now has roles: {roles}\n", u.username))
+        }),
         AdminRequest::UsersImportLlms { contents } => {
             accounts::import_llms(state, &actor, &contents).await.map(|(n, skipped)| {
                 let mut err = format!("imported {n} users\n");

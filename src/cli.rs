@@ -117,6 +117,12 @@ pub enum UsersCommand {
     },
     /// Unlock a user
     Unlock { name: String },
+    /// Grant the Admin role (any user, e.g. one from GitHub), or take it away
+    Admin {
+        name: String,
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Import an llms.py users.json
     ImportLlms { file: PathBuf },
 }
@@ -194,6 +200,10 @@ fn users_request(cmd: UsersCommand) -> Result<AdminRequest, String> {
         UsersCommand::List => AdminRequest::UsersList,
         UsersCommand::Lock { name, reason } => AdminRequest::UsersLock { name, reason },
         UsersCommand::Unlock { name } => AdminRequest::UsersUnlock { name },
+        UsersCommand::Admin { name, revoke } => AdminRequest::UsersAdmin {
+            name,
+            admin: !revoke,
+        },
         UsersCommand::ImportLlms { file } => {
             let contents =
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -289,3 +289,75 @@ async fn without_github_configured_the_routes_are_404() {
     app.add_user("admin", PW, false).await;
     assert_eq!(app.get("/auth/github").await.status(), 404);
 }
+
+#[actix_web::test]
+async fn an_admin_grants_and_takes_the_admin_role_of_a_github_user() {
+    let gh = FakeGithubOauth::start();
+    let app = spawn_toml(&gh.config("")).await;
+    app.add_user("root", PW, true).await;
+    let c = client();
+    assert_eq!(sign_in(&app, &c, "").await.status(), 302);
+    let run = |req| {
+        let state = app.state();
+        async move { gatehouse::admin_socket::execute(&state, req).await }
+    };
+    use gatehouse::admin_socket::AdminRequest::UsersAdmin;
+    let out = run(UsersAdmin {
+        name: "octocat".into(),
+        admin: true,
+    })
+    .await;
+    assert!(
+        out.ok && out.stderr.contains("roles: Admin"),
+        "{}",
+        out.stderr
+    );
+    let me: Value = app
+        .get_with(&c, "/account/api/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["roles"],
+        serde_json::json!(["Admin"]),
+        "holds on the next request of the same session"
+    );
+    assert!(
+        run(UsersAdmin {
+            name: "octocat".into(),
+            admin: false
+        })
+        .await
+        .ok
+    );
+    let me: Value = app
+        .get_with(&c, "/account/api/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], serde_json::json!([]));
+    let out = run(UsersAdmin {
+        name: "root".into(),
+        admin: false,
+    })
+    .await;
+    assert!(
+        !out.ok && out.stderr.contains("only admin"),
+        "the last admin keeps the role: {}",
+        out.stderr
+    );
+    assert!(
+        !run(UsersAdmin {
+            name: "nobody".into(),
+            admin: true
+        })
+        .await
+        .ok
+    );
+    let audit = app.state().handles.store().list_audit(50).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "user.roles" && e.actor_name == "cli"));
+}
