@@ -90,7 +90,14 @@ pub struct SessionActor {
     /// Last-seen seconds already written to the store.
     persisted_seen: HashMap<TokenHash, i64>,
     loaded: bool,
+    /// A reload from the store is running / another one is wanted after it.
+    reloading: bool,
+    reload_again: bool,
 }
+
+/// How often an actor on a shared store reloads everything, in case a
+/// change notification was lost.
+pub const RESYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SessionActor {
     pub fn new(store: SharedStore, view: SessionView) -> Self {
@@ -101,6 +108,8 @@ impl SessionActor {
             by_id: HashMap::new(),
             persisted_seen: HashMap::new(),
             loaded: false,
+            reloading: false,
+            reload_again: false,
         }
     }
 
@@ -130,6 +139,41 @@ impl SessionActor {
             self.remove(h);
         }
         gone.len() as u64
+    }
+
+    /// Reloads every session from the store (another instance changed
+    /// them), keeping the last-seen times bumped here. Bursts coalesce.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        let store = self.store.clone();
+        ctx.spawn(async move { store.load_sessions().await }.into_actor(self).map(|res, act, ctx| {
+            act.reloading = false;
+            match res {
+                Ok(records) => {
+                    let old = std::mem::take(&mut act.map);
+                    act.by_id.clear();
+                    act.persisted_seen.clear();
+                    for r in records {
+                        let seen = old.get(&r.token_hash).map(|s| s.last_seen_at());
+                        let hash = r.token_hash;
+                        act.insert(r);
+                        if let (Some(t), Some(s)) = (seen, act.map.get(&hash)) {
+                            s.touch(t);
+                        }
+                    }
+                    act.view.publish(&act.map);
+                    act.loaded = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "reloading sessions failed; the next change or resync retries"),
+            }
+            if std::mem::take(&mut act.reload_again) {
+                act.reload(ctx);
+            }
+        }));
     }
 
     fn ensure_loaded(&self) -> Result<(), GatehouseError> {
@@ -191,6 +235,24 @@ impl Actor for SessionActor {
                     }
                 }),
         );
+        // On a store shared with other instances, follow their changes.
+        if let Some(rx) = self.store.changes() {
+            ctx.add_stream(crate::store::change_stream(rx));
+            ctx.run_interval(RESYNC_EVERY, |act, ctx| act.reload(ctx));
+        }
+    }
+}
+
+impl StreamHandler<crate::store::Change> for SessionActor {
+    fn handle(&mut self, change: crate::store::Change, ctx: &mut Context<Self>) {
+        use crate::store::Change;
+        if matches!(change, Change::Sessions | Change::All) {
+            self.reload(ctx);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("the store's change feed ended; relying on the periodic resync");
     }
 }
 

@@ -63,6 +63,8 @@ pub struct UserStoreActor {
     pub(crate) token_view: TokenTable,
     pub(crate) keyring: KeyRingView,
     loaded: bool,
+    reloading: bool,
+    reload_again: bool,
 }
 
 /// The read-side views the `UserStoreActor` publishes.
@@ -81,6 +83,8 @@ impl UserStoreActor {
             tokens: TokenMap::new(),
             token_view: views.tokens,
             keyring: views.keyring,
+            reloading: false,
+            reload_again: false,
             users: UserMap::new(),
             by_name: HashMap::new(),
             by_user: FailureWindow::new(throttle.max_failures, throttle.window),
@@ -127,40 +131,100 @@ impl Actor for UserStoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let load = async move {
-            let users = store.load_users().await?;
-            let tokens = store.load_tokens().await?;
-            let mut keys = store.load_signing_keys().await?;
-            if keys.is_empty() {
-                // First start: make the token-signing key.
-                store
-                    .insert_signing_key(crate::keys::generate(OffsetDateTime::now_utc()))
-                    .await?;
-                keys = store.load_signing_keys().await?;
+        ctx.wait(
+            load_all(self.store.clone())
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(loaded) => act.replace_all(loaded),
+                    Err(e) => {
+                        tracing::error!(error = %e, "loading users failed; retrying");
+                        ctx.run_later(std::time::Duration::from_secs(1), |_, ctx| ctx.stop());
+                    }
+                }),
+        );
+        // On a store shared with other instances, follow their changes.
+        if let Some(rx) = self.store.changes() {
+            ctx.add_stream(crate::store::change_stream(rx));
+            ctx.run_interval(crate::session::RESYNC_EVERY, |act, ctx| act.reload(ctx));
+        }
+    }
+}
+
+type Loaded = (Vec<UserRecord>, Vec<crate::model::TokenRecord>, KeyRing);
+
+/// Users, tokens and signing keys from the store (making the first signing
+/// key on a fresh store).
+async fn load_all(store: SharedStore) -> Result<Loaded, crate::error::StoreError> {
+    let users = store.load_users().await?;
+    let tokens = store.load_tokens().await?;
+    let mut keys = store.load_signing_keys().await?;
+    if keys.is_empty() {
+        store
+            .insert_signing_key(crate::keys::generate(OffsetDateTime::now_utc()))
+            .await?;
+        keys = store.load_signing_keys().await?;
+    }
+    let ring = KeyRing::from_records(&keys)?;
+    Ok((users, tokens, ring))
+}
+
+impl UserStoreActor {
+    /// Replaces the in-memory state with what the store holds, keeping the
+    /// token last-use times bumped here, and publishes it.
+    fn replace_all(&mut self, (users, tokens, ring): Loaded) {
+        self.users = UserMap::new();
+        self.by_name.clear();
+        for u in users {
+            self.by_name.insert(u.username.to_lowercase(), u.id.clone());
+            self.users.insert(u.id.clone(), Arc::new(u));
+        }
+        let old = std::mem::take(&mut self.tokens);
+        for t in tokens {
+            let live = LiveToken::new(t);
+            if let Some(used) = old.get(&live.record.id).and_then(|o| o.last_used_at()) {
+                live.touch(used);
             }
-            let ring = KeyRing::from_records(&keys)?;
-            Ok::<_, crate::error::StoreError>((users, tokens, ring))
-        };
-        ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
-            Ok((users, tokens, ring)) => {
-                for u in users {
-                    act.by_name.insert(u.username.to_lowercase(), u.id.clone());
-                    act.users.insert(u.id.clone(), Arc::new(u));
-                }
-                for t in tokens {
-                    act.tokens.insert(t.id.clone(), Arc::new(LiveToken::new(t)));
-                }
-                act.view.publish(&act.users);
-                act.token_view.publish(&act.tokens);
-                act.keyring.publish(ring);
-                act.loaded = true;
+            self.tokens.insert(live.record.id.clone(), Arc::new(live));
+        }
+        self.view.publish(&self.users);
+        self.token_view.publish(&self.tokens);
+        self.keyring.publish(ring);
+        self.loaded = true;
+    }
+
+    /// Reloads everything (another instance changed it). Bursts coalesce.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        ctx.spawn(load_all(self.store.clone()).into_actor(self).map(|res, act, ctx| {
+            act.reloading = false;
+            match res {
+                Ok(loaded) => act.replace_all(loaded),
+                Err(e) => tracing::warn!(error = %e, "reloading users failed; the next change or resync retries"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "loading users failed; retrying");
-                ctx.run_later(std::time::Duration::from_secs(1), |_, ctx| ctx.stop());
+            if std::mem::take(&mut act.reload_again) {
+                act.reload(ctx);
             }
         }));
+    }
+}
+
+impl StreamHandler<crate::store::Change> for UserStoreActor {
+    fn handle(&mut self, change: crate::store::Change, ctx: &mut Context<Self>) {
+        use crate::store::Change;
+        if matches!(
+            change,
+            Change::Users | Change::Tokens | Change::Keys | Change::All
+        ) {
+            self.reload(ctx);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("the store's change feed ended; relying on the periodic resync");
     }
 }
 

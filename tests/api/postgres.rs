@@ -144,3 +144,118 @@ async fn sessions_tokens_and_locks_hold_across_a_restart_on_postgres() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     store.drop_schema().await.unwrap();
 }
+
+/// Polls `check` until it holds (bounded, no timing threshold on the result).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what} never held");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Two instances on one database: what happens on one holds on the other.
+#[actix_web::test]
+async fn two_instances_share_sessions_tokens_and_locks() {
+    let schema = format!("gh_two_{}", &gatehouse_actors::ids::random_id()[..10]);
+    let a_store = Arc::new(PgStore::connect(&pg_url(), Some(&schema)).await.unwrap());
+    let b_store = Arc::new(PgStore::connect(&pg_url(), Some(&schema)).await.unwrap());
+    let (a, a_url) = serve_on(a_store.clone()).await;
+    let (_b, b_url) = serve_on(b_store).await;
+    let cli = gatehouse::accounts::Actor::cli();
+    gatehouse::accounts::add_user(&a.data(), &cli, "alice", PW, false, false)
+        .await
+        .unwrap();
+
+    // A user added on A signs in on B; the session made on B works on A.
+    let browser = client();
+    eventually("alice can sign in on B", || {
+        let (c, url) = (browser.clone(), b_url.clone());
+        async move {
+            c.post(format!("{url}/auth/login"))
+                .json(&json!({"username": "alice", "password": PW}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
+    })
+    .await;
+    eventually("B's session is valid on A", || {
+        let (c, url) = (browser.clone(), a_url.clone());
+        async move {
+            c.get(format!("{url}/account/api/me"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
+    })
+    .await;
+
+    // A token made on A works on B, and a revocation on A is refused on B.
+    let token: Value = browser
+        .post(format!("{a_url}/api/tokens"))
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = token["token"].as_str().unwrap().to_owned();
+    let me_with = |url: String, t: String| async move {
+        client()
+            .get(format!("{url}/account/api/me"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    eventually("A's token works on B", || {
+        let (url, t) = (b_url.clone(), secret.clone());
+        async move { me_with(url, t).await == 200 }
+    })
+    .await;
+    let id = token["id"].as_str().unwrap();
+    assert_eq!(
+        browser
+            .delete(format!("{a_url}/api/tokens/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    eventually("the revocation on A holds on B", || {
+        let (url, t) = (b_url.clone(), secret.clone());
+        async move { me_with(url, t).await == 401 }
+    })
+    .await;
+
+    // A lock on B ends the session on A.
+    let b_data = _b.data();
+    gatehouse::accounts::lock_user(&b_data, &cli, "alice", None)
+        .await
+        .unwrap();
+    eventually("the lock on B ends the session on A", || {
+        let (c, url) = (browser.clone(), a_url.clone());
+        async move {
+            c.get(format!("{url}/account/api/me"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 401
+        }
+    })
+    .await;
+    a_store.drop_schema().await.unwrap();
+}

@@ -21,6 +21,32 @@ use time::OffsetDateTime;
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// What another process sharing the store changed (PostgreSQL
+/// `LISTEN/NOTIFY`); `All` after a gap in the feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Users,
+    Sessions,
+    Tokens,
+    Keys,
+    All,
+}
+
+/// The change feed as a stream for an actor (`ctx.add_stream`). A lagging
+/// reader gets `All` (reload everything) instead of the changes it missed.
+pub fn change_stream(
+    rx: tokio::sync::broadcast::Receiver<Change>,
+) -> impl futures_util::Stream<Item = Change> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        match rx.recv().await {
+            Ok(c) => Some((c, rx)),
+            Err(RecvError::Lagged(_)) => Some((Change::All, rx)),
+            Err(RecvError::Closed) => None,
+        }
+    })
+}
+
 /// Which of a user's sessions a credential change ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndSessions {
@@ -32,6 +58,12 @@ pub enum EndSessions {
 pub trait Store: Send + Sync + 'static {
     /// `sled`, `postgres`, … for `/ready` and logs.
     fn backend(&self) -> &'static str;
+
+    /// Changes other processes make to this store, as they happen; `None`
+    /// when no other process writes it (sled admits one process).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 
     // --- users -----------------------------------------------------------
     async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError>;

@@ -18,6 +18,7 @@
 
 mod error;
 mod io;
+mod listen;
 mod migrate;
 mod misc;
 mod sessions;
@@ -28,7 +29,7 @@ mod users;
 #[cfg(test)]
 mod tests;
 
-use super::{EndSessions, Store};
+use super::{Change, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
@@ -68,6 +69,11 @@ struct Inner {
     // Dropped first: idle connections close before their runtime stops.
     pool: Pool,
     schema: Option<String>,
+    /// Other instances' changes, from the listening connection.
+    changes: tokio::sync::broadcast::Sender<Change>,
+    /// This store's id in notifications (its own are skipped).
+    instance: String,
+    channel: String,
     _io: IoRuntime,
 }
 
@@ -116,6 +122,7 @@ impl PgStore {
             rt: io.handle.clone(),
             search_path: schema.map(|s| format!("SET search_path TO \"{s}\"")),
         };
+        let listen_config = config.clone();
         let manager = Manager::from_connect(
             config,
             connect,
@@ -131,10 +138,22 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let instance = crate::ids::random_id();
+        let channel = listen::channel(schema);
+        io.handle.spawn(listen::listen(
+            listen_config,
+            channel.clone(),
+            instance.clone(),
+            changes.clone(),
+        ));
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
                 schema: schema.map(str::to_owned),
+                changes,
+                instance,
+                channel,
                 _io: io,
             }),
         };
@@ -164,6 +183,28 @@ impl PgStore {
         })
         .await
         .map_err(into_store)
+    }
+
+    /// Tells the other instances what changed (after the write committed).
+    /// A lost notification is made good by their periodic resync.
+    async fn notify(&self, topics: &[Change]) {
+        let names: Vec<&str> = topics.iter().map(|c| listen::topic(*c)).collect();
+        let args = (
+            self.inner.channel.clone(),
+            format!("{} {}", self.inner.instance, names.join(",")),
+        );
+        let sent = self
+            .one("notify", &args, |c, (channel, payload)| {
+                Box::pin(async move {
+                    c.execute("SELECT pg_notify($1, $2)", &[channel, payload])
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "change notification not sent; other instances resync shortly");
+        }
     }
 
     async fn client(&self) -> Result<Object, Fail> {
@@ -266,6 +307,10 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.inner.changes.subscribe())
+    }
+
     // --- users -----------------------------------------------------------
 
     async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -273,7 +318,9 @@ impl Store for PgStore {
     }
 
     async fn insert_user(&self, user: UserRecord) -> Result<(), GatehouseError> {
-        users::insert_user(self, user).await
+        users::insert_user(self, user).await?;
+        self.notify(&[Change::Users]).await;
+        Ok(())
     }
 
     async fn update_user(
@@ -282,11 +329,16 @@ impl Store for PgStore {
         change: UserChange,
         end: Option<EndSessions>,
     ) -> Result<(UserRecord, u64), GatehouseError> {
-        users::update_user(self, user_id, change, end).await
+        let out = users::update_user(self, user_id, change, end).await?;
+        self.notify(&[Change::Users, Change::Sessions]).await;
+        Ok(out)
     }
 
     async fn delete_user(&self, user_id: &str) -> Result<u64, GatehouseError> {
-        users::delete_user(self, user_id).await
+        let out = users::delete_user(self, user_id).await?;
+        self.notify(&[Change::Users, Change::Sessions, Change::Tokens])
+            .await;
+        Ok(out)
     }
 
     // --- sessions --------------------------------------------------------
@@ -296,11 +348,15 @@ impl Store for PgStore {
     }
 
     async fn insert_session(&self, session: SessionRecord) -> Result<(), GatehouseError> {
-        sessions::insert_session(self, session).await
+        sessions::insert_session(self, session).await?;
+        self.notify(&[Change::Sessions]).await;
+        Ok(())
     }
 
     async fn delete_session(&self, h: TokenHash) -> Result<bool, StoreError> {
-        sessions::delete_session(self, h).await
+        let out = sessions::delete_session(self, h).await?;
+        self.notify(&[Change::Sessions]).await;
+        Ok(out)
     }
 
     async fn delete_user_sessions(
@@ -308,7 +364,9 @@ impl Store for PgStore {
         user_id: &str,
         end: EndSessions,
     ) -> Result<u64, StoreError> {
-        sessions::delete_user_sessions(self, user_id, end).await
+        let out = sessions::delete_user_sessions(self, user_id, end).await?;
+        self.notify(&[Change::Sessions]).await;
+        Ok(out)
     }
 
     async fn touch_sessions(
@@ -319,7 +377,11 @@ impl Store for PgStore {
     }
 
     async fn sweep_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        sessions::sweep_sessions(self, now).await
+        let out = sessions::sweep_sessions(self, now).await?;
+        if out > 0 {
+            self.notify(&[Change::Sessions]).await;
+        }
+        Ok(out)
     }
 
     // --- API tokens ------------------------------------------------------
@@ -329,7 +391,9 @@ impl Store for PgStore {
     }
 
     async fn insert_token(&self, token: TokenRecord) -> Result<(), GatehouseError> {
-        tokens::insert_token(self, token).await
+        tokens::insert_token(self, token).await?;
+        self.notify(&[Change::Tokens]).await;
+        Ok(())
     }
 
     async fn update_token(
@@ -337,7 +401,9 @@ impl Store for PgStore {
         id: &str,
         change: TokenChange,
     ) -> Result<TokenRecord, GatehouseError> {
-        tokens::update_token(self, id, change).await
+        let out = tokens::update_token(self, id, change).await?;
+        self.notify(&[Change::Tokens]).await;
+        Ok(out)
     }
 
     async fn rotate_token(
@@ -346,7 +412,9 @@ impl Store for PgStore {
         grace_until: OffsetDateTime,
         new: TokenRecord,
     ) -> Result<TokenRecord, GatehouseError> {
-        tokens::rotate_token(self, old_id, grace_until, new).await
+        let out = tokens::rotate_token(self, old_id, grace_until, new).await?;
+        self.notify(&[Change::Tokens]).await;
+        Ok(out)
     }
 
     async fn touch_tokens(&self, used: Vec<(String, OffsetDateTime)>) -> Result<(), StoreError> {
@@ -360,7 +428,9 @@ impl Store for PgStore {
     }
 
     async fn insert_signing_key(&self, key: SigningKeyRecord) -> Result<(), StoreError> {
-        tokens::insert_signing_key(self, key).await
+        tokens::insert_signing_key(self, key).await?;
+        self.notify(&[Change::Keys]).await;
+        Ok(())
     }
 
     // --- OAuth states ----------------------------------------------------
