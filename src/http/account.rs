@@ -6,6 +6,8 @@ use crate::error::ApiError;
 use crate::password::check_strength;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
+use gatehouse_actors::session::{EndSessionById, EndUserSessions, ListSessions};
+use gatehouse_actors::store::EndSessions;
 use gatehouse_actors::users::{BeginLogin, FinishLogin, UserRef};
 use gatehouse_actors::GatehouseError;
 use serde::Deserialize;
@@ -100,4 +102,99 @@ pub async fn change_password(
         _ => e,
     })?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's sessions, with `"current": true` on this one.
+pub async fn sessions(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = principal
+        .user
+        .as_ref()
+        .ok_or_else(|| ApiError::forbidden("no_user", "sessions belong to users"))?;
+    let msg = ListSessions {
+        user_id: Some(user.id.clone()),
+        now: state.handles.now(),
+    };
+    let all = state.handles.sessions().send(msg).await??;
+    let current = principal.session_hash();
+    let data: Vec<_> = all
+        .iter()
+        .map(|s| {
+            let mut v = crate::http::admin::session_view(&state, s);
+            v["current"] = json!(Some(s.token_hash) == current);
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// Ends one of the caller's sessions (another user's is `404`).
+pub async fn delete_session(
+    req: HttpRequest,
+    principal: Principal,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = principal
+        .user
+        .as_ref()
+        .ok_or_else(|| ApiError::forbidden("no_user", "sessions belong to users"))?;
+    let msg = EndSessionById {
+        id: id.to_string(),
+        owner: Some(user.id.clone()),
+    };
+    state.handles.sessions().send(msg).await??;
+    let actor = Actor {
+        id: Some(user.id.clone()),
+        name: user.username.clone(),
+        ip: client_ip(&req, &state.config.server.trusted_proxies),
+    };
+    accounts::audit(
+        &state,
+        &actor,
+        "session.revoke",
+        Some(id.into_inner()),
+        json!({}),
+    )
+    .await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ends every session of the caller but this one.
+pub async fn revoke_others(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = principal
+        .user
+        .as_ref()
+        .ok_or_else(|| ApiError::forbidden("no_user", "sessions belong to users"))?;
+    let end = principal
+        .session_hash()
+        .map_or(EndSessions::All, EndSessions::AllBut);
+    let n = state
+        .handles
+        .sessions()
+        .send(EndUserSessions {
+            user_id: user.id.clone(),
+            end,
+        })
+        .await??;
+    let actor = Actor {
+        id: Some(user.id.clone()),
+        name: user.username.clone(),
+        ip: client_ip(&req, &state.config.server.trusted_proxies),
+    };
+    accounts::audit(
+        &state,
+        &actor,
+        "session.revoke",
+        Some(user.username.clone()),
+        json!({"deleted_count": n}),
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(json!({"deleted_count": n})))
 }

@@ -1,6 +1,7 @@
 //! Route table. Handlers are thin: parse, one message, map the answer.
 
 pub mod account;
+pub mod admin;
 pub mod auth;
 pub mod github;
 pub mod health;
@@ -11,6 +12,24 @@ pub mod tokens;
 use crate::auth::Authenticate;
 use crate::error::json_error;
 use actix_web::web;
+
+/// A JSON body that may be empty (then the default): `400` when it is
+/// not valid JSON or not of the expected shape.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, crate::error::ApiError> {
+    use crate::error::ApiError;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request("invalid_request", "invalid request body")
+        } else {
+            ApiError::bad_request("invalid_json", "request body is not valid JSON")
+        }
+    })
+}
 
 /// JSON limits for the auth, account and admin routes.
 pub fn json_config(limit: usize) -> web::JsonConfig {
@@ -46,7 +65,37 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(Authenticate)
                 .route("/me", web::get().to(account::me))
-                .route("/password", web::post().to(account::change_password)),
+                .route("/password", web::post().to(account::change_password))
+                .route("/sessions", web::get().to(account::sessions))
+                .route(
+                    "/sessions/revoke-others",
+                    web::post().to(account::revoke_others),
+                )
+                .route("/sessions/{id}", web::delete().to(account::delete_session)),
+        )
+        .service(
+            web::scope("/admin/api")
+                .app_data(json_config(body_limit))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(crate::auth::RequireScope(crate::auth::Scope::Admin))
+                .wrap(Authenticate)
+                .route("/users", web::get().to(admin::users))
+                .route("/users", web::post().to(admin::create_user))
+                .route("/users/{name}/password", web::put().to(admin::set_password))
+                .route("/users/{name}/lock", web::post().to(admin::lock))
+                .route("/users/{name}/unlock", web::post().to(admin::unlock))
+                .route("/users/{name}", web::delete().to(admin::delete_user))
+                .route("/sessions", web::get().to(admin::sessions))
+                .route("/sessions/stats", web::get().to(admin::session_stats))
+                .route(
+                    "/sessions/revoke-user",
+                    web::post().to(admin::revoke_user_sessions),
+                )
+                .route("/sessions/{id}", web::delete().to(admin::delete_session))
+                .route("/tokens", web::get().to(admin::tokens))
+                .route("/tokens/stats", web::get().to(admin::token_stats))
+                .route("/audit", web::get().to(admin::audit))
+                .route("/config", web::get().to(admin::config)),
         )
         .route("/.well-known/jwks.json", web::get().to(tokens::jwks))
         .service(

@@ -112,20 +112,7 @@ pub async fn rotate(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(crate::auth::Scope::Write)?;
     user_of(&principal)?;
-    let body: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::bad_request(
-                    "invalid_request",
-                    "invalid request body: expected {\"grace\": seconds}",
-                )
-            } else {
-                ApiError::bad_request("invalid_json", "request body is not valid JSON")
-            }
-        })?
-    };
+    let body: RotateBody = crate::http::optional_json(&body)?;
     let (secret, record) = svc::rotate(
         &state,
         &actor(&req, &state, &principal),

@@ -1,6 +1,7 @@
 //! Black-box tests: the real actors, sled store and HTTP stack.
 
 mod account;
+mod admin;
 mod bearer;
 mod browser;
 mod cli;
