@@ -93,6 +93,9 @@ pub struct SessionActor {
     /// A reload from the store is running / another one is wanted after it.
     reloading: bool,
     reload_again: bool,
+    /// Local changes so far: a reload that raced one is discarded and redone,
+    /// so it can never bring back a session this instance just ended.
+    local_writes: u64,
 }
 
 /// How often an actor on a shared store reloads everything, in case a
@@ -110,10 +113,18 @@ impl SessionActor {
             loaded: false,
             reloading: false,
             reload_again: false,
+            local_writes: 0,
         }
     }
 
+    /// A session created here.
     fn insert(&mut self, record: SessionRecord) {
+        self.local_writes += 1;
+        self.load_record(record);
+    }
+
+    /// A session as the store holds it.
+    fn load_record(&mut self, record: SessionRecord) {
         self.by_id.insert(record.id.clone(), record.token_hash);
         self.persisted_seen
             .insert(record.token_hash, record.last_seen_at.unix_timestamp());
@@ -122,6 +133,7 @@ impl SessionActor {
     }
 
     fn remove(&mut self, hash: &TokenHash) -> Option<Arc<LiveSession>> {
+        self.local_writes += 1;
         let s = self.map.remove(hash)?;
         self.by_id.remove(&s.record.id);
         self.persisted_seen.remove(hash);
@@ -150,9 +162,12 @@ impl SessionActor {
         }
         self.reloading = true;
         let store = self.store.clone();
-        ctx.spawn(async move { store.load_sessions().await }.into_actor(self).map(|res, act, ctx| {
+        let writes = self.local_writes;
+        ctx.spawn(async move { store.load_sessions().await }.into_actor(self).map(move |res, act, ctx| {
             act.reloading = false;
             match res {
+                // A local change raced the load: its result may be stale.
+                Ok(_) if act.local_writes != writes => act.reload_again = true,
                 Ok(records) => {
                     let old = std::mem::take(&mut act.map);
                     act.by_id.clear();
@@ -160,7 +175,7 @@ impl SessionActor {
                     for r in records {
                         let seen = old.get(&r.token_hash).map(|s| s.last_seen_at());
                         let hash = r.token_hash;
-                        act.insert(r);
+                        act.load_record(r);
                         if let (Some(t), Some(s)) = (seen, act.map.get(&hash)) {
                             s.touch(t);
                         }
@@ -171,7 +186,7 @@ impl SessionActor {
                 Err(e) => tracing::warn!(error = %e, "reloading sessions failed; the next change or resync retries"),
             }
             if std::mem::take(&mut act.reload_again) {
-                act.reload(ctx);
+                ctx.run_later(std::time::Duration::from_millis(20), |act, ctx| act.reload(ctx));
             }
         }));
     }
@@ -224,7 +239,7 @@ impl Actor for SessionActor {
                 .map(|res, act, ctx| match res {
                     Ok(records) => {
                         for r in records {
-                            act.insert(r);
+                            act.load_record(r);
                         }
                         act.view.publish(&act.map);
                         act.loaded = true;

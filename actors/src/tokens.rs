@@ -88,6 +88,7 @@ impl UserStoreActor {
     }
 
     pub(crate) fn put_token(&mut self, record: TokenRecord) {
+        self.local_writes += 1;
         let last = self.tokens.get(&record.id).and_then(|t| t.last_used_at());
         let live = LiveToken::new(record);
         if let Some(t) = last {

@@ -65,6 +65,9 @@ pub struct UserStoreActor {
     loaded: bool,
     reloading: bool,
     reload_again: bool,
+    /// Local changes so far: a reload that raced one is discarded and redone,
+    /// so it can never undo a lock or revocation made here.
+    pub(crate) local_writes: u64,
 }
 
 /// The read-side views the `UserStoreActor` publishes.
@@ -85,6 +88,7 @@ impl UserStoreActor {
             keyring: views.keyring,
             reloading: false,
             reload_again: false,
+            local_writes: 0,
             users: UserMap::new(),
             by_name: HashMap::new(),
             by_user: FailureWindow::new(throttle.max_failures, throttle.window),
@@ -103,6 +107,7 @@ impl UserStoreActor {
 
     /// Keeps `user` unless memory already has a newer version.
     fn put(&mut self, user: UserRecord) {
+        self.local_writes += 1;
         if self
             .users
             .get(&user.id)
@@ -199,14 +204,17 @@ impl UserStoreActor {
             return;
         }
         self.reloading = true;
-        ctx.spawn(load_all(self.store.clone()).into_actor(self).map(|res, act, ctx| {
+        let writes = self.local_writes;
+        ctx.spawn(load_all(self.store.clone()).into_actor(self).map(move |res, act, ctx| {
             act.reloading = false;
             match res {
+                // A local change raced the load: its result may be stale.
+                Ok(_) if act.local_writes != writes => act.reload_again = true,
                 Ok(loaded) => act.replace_all(loaded),
                 Err(e) => tracing::warn!(error = %e, "reloading users failed; the next change or resync retries"),
             }
             if std::mem::take(&mut act.reload_again) {
-                act.reload(ctx);
+                ctx.run_later(std::time::Duration::from_millis(20), |act, ctx| act.reload(ctx));
             }
         }));
     }
@@ -431,6 +439,7 @@ impl Handler<RemoveUser> for UserStoreActor {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     let ended = res?;
+                    act.local_writes += 1;
                     act.users.remove(&user.id);
                     act.by_name.remove(&user.username.to_lowercase());
                     act.view.publish(&act.users);
