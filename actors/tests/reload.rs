@@ -108,6 +108,12 @@ impl Store for Gated {
     async fn list_audit(&self, n: usize) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.list_audit(n).await
     }
+    async fn put_avatar(&self, id: &str, ct: &str, data: Vec<u8>) -> Result<(), GatehouseError> {
+        self.inner.put_avatar(id, ct, data).await
+    }
+    async fn get_avatar(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        self.inner.get_avatar(id).await
+    }
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.inner.check_writable().await
     }

@@ -75,6 +75,7 @@ both!(
     audit_lists_newest_first,
     the_store_is_writable,
     concurrent_inserts_of_one_name_make_one_user,
+    an_avatar_is_kept_replaced_and_removed_with_its_user,
 );
 
 fn now() -> OffsetDateTime {
@@ -140,6 +141,28 @@ fn token(user_id: &str) -> TokenRecord {
 
 mod cases {
     use super::*;
+
+    pub async fn an_avatar_is_kept_replaced_and_removed_with_its_user(s: &dyn Store) {
+        let u = user("pic");
+        s.insert_user(u.clone()).await.unwrap();
+        assert_eq!(s.get_avatar(&u.id).await.unwrap(), None);
+        s.put_avatar(&u.id, "image/png", vec![0x89, b'P', b'N', b'G', 0, 1, 2])
+            .await
+            .unwrap();
+        s.put_avatar(&u.id, "image/webp", b"RIFF....WEBP".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_avatar(&u.id).await.unwrap(),
+            Some(("image/webp".into(), b"RIFF....WEBP".to_vec()))
+        );
+        assert!(matches!(
+            s.put_avatar("ghost", "image/png", vec![1]).await,
+            Err(GatehouseError::NotFound)
+        ));
+        s.delete_user(&u.id).await.unwrap();
+        assert_eq!(s.get_avatar(&u.id).await.unwrap(), None);
+    }
 
     pub async fn usernames_are_unique_whatever_the_case(s: &dyn Store) {
         s.insert_user(user("Alice")).await.unwrap();

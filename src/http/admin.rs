@@ -109,9 +109,10 @@ pub async fn lock(
     req: HttpRequest,
     p: Principal,
     name: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = crate::http::read_body(payload, state.config.server.max_body_bytes).await?;
     let body: LockBody = crate::http::optional_json(&body)?;
     let target = user_named(&state, &name).await?;
     if target.id == p.id {

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod avatars;
 pub mod github;
 pub mod health;
 pub mod oidc;
@@ -12,6 +13,29 @@ pub mod tokens;
 use crate::auth::Authenticate;
 use crate::error::json_error;
 use actix_web::web;
+
+/// Reads a body of at most `limit` bytes; more is a `413` in the API's shape
+/// (actix's own `Bytes` extractor would answer in plain text).
+pub async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, crate::error::ApiError> {
+    use futures_util::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            crate::error::ApiError::bad_request(
+                "invalid_request",
+                "could not read the request body",
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(crate::error::ApiError::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
 
 /// A JSON body that may be empty (then the default): `400` when it is
 /// not valid JSON or not of the expected shape.
@@ -66,6 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .wrap(Authenticate)
                 .route("/me", web::get().to(account::me))
                 .route("/password", web::post().to(account::change_password))
+                .route("/avatar", web::put().to(avatars::put))
                 .route("/sessions", web::get().to(account::sessions))
                 .route(
                     "/sessions/revoke-others",
@@ -98,6 +123,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .route("/config", web::get().to(admin::config)),
         )
         .route("/.well-known/jwks.json", web::get().to(tokens::jwks))
+        .route("/avatars/{user_id}", web::get().to(avatars::get))
         .service(
             web::scope("/api/tokens")
                 .app_data(json_config(body_limit))

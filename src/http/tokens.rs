@@ -107,9 +107,10 @@ pub async fn rotate(
     req: HttpRequest,
     principal: Principal,
     id: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = crate::http::read_body(payload, state.config.server.max_body_bytes).await?;
     principal.require(crate::auth::Scope::Write)?;
     user_of(&principal)?;
     let body: RotateBody = crate::http::optional_json(&body)?;

@@ -129,6 +129,18 @@ pub trait Store: Send + Sync + 'static {
     async fn take_oauth_state(&self, state: &str) -> Result<Option<OAuthState>, StoreError>;
     async fn sweep_oauth_states(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
+    // --- avatars ---------------------------------------------------------
+    /// Stores a user's avatar (replacing the last); `NotFound` when the user is gone.
+    /// It goes when the user does.
+    async fn put_avatar(
+        &self,
+        user_id: &str,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<(), GatehouseError>;
+    /// `(content type, bytes)`.
+    async fn get_avatar(&self, user_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+
     // --- audit -----------------------------------------------------------
     async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     /// Newest first, at most `limit`.

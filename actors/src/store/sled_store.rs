@@ -30,6 +30,7 @@ struct Inner {
     audit: Tree,
     tokens: Tree,
     keys: Tree,
+    avatars: Tree,
     meta: Tree,
     /// Serialises writes that read sessions and then change them with a user.
     user_lock: Mutex<()>,
@@ -50,6 +51,7 @@ impl SledStore {
             audit: db.open_tree("audit")?,
             tokens: db.open_tree("api_tokens")?,
             keys: db.open_tree("signing_keys")?,
+            avatars: db.open_tree("avatars")?,
             meta: db.open_tree("meta")?,
             db,
             user_lock: Mutex::new(()),
@@ -281,6 +283,9 @@ impl Store for SledStore {
                     Ok(())
                 })
                 .map_err(tx_err)?;
+            i.avatars
+                .remove(user_id.as_bytes())
+                .map_err(StoreError::from)?;
             Ok(ending.len() as u64)
         })
         .await
@@ -496,6 +501,51 @@ impl Store for SledStore {
             Ok(())
         })
         .await
+    }
+
+    async fn put_avatar(
+        &self,
+        user_id: &str,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<(), GatehouseError> {
+        let (user_id, content_type) = (user_id.to_owned(), content_type.to_owned());
+        self.run(move |i| {
+            let _guard = i.user_lock.lock().unwrap_or_else(|p| p.into_inner());
+            i.get_user(&user_id)?;
+            // One byte of content-type length, the content type, the image.
+            let mut value = Vec::with_capacity(1 + content_type.len() + data.len());
+            value.push(content_type.len() as u8);
+            value.extend_from_slice(content_type.as_bytes());
+            value.extend_from_slice(&data);
+            i.avatars
+                .insert(user_id.as_bytes(), value)
+                .map_err(StoreError::from)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_avatar(&self, user_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let inner = self.inner.clone();
+        let user_id = user_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let Some(v) = inner.avatars.get(user_id.as_bytes())? else {
+                return Ok(None);
+            };
+            let n = *v
+                .first()
+                .ok_or_else(|| StoreError::Corrupt("avatar".into()))? as usize;
+            let ct = v
+                .get(1..1 + n)
+                .ok_or_else(|| StoreError::Corrupt("avatar".into()))?;
+            Ok(Some((
+                String::from_utf8_lossy(ct).into_owned(),
+                v[1 + n..].to_vec(),
+            )))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     async fn insert_oauth_state(&self, state: OAuthState) -> Result<(), StoreError> {

@@ -6,7 +6,10 @@ use crate::error::GatehouseError;
 
 /// The embedded migrations, applied in order; a version is never edited once
 /// released, only followed by a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../../migrations/0001_init.sql")),
+    (2, include_str!("../../../migrations/0002_avatars.sql")),
+];
 
 /// `[a-z_][a-z0-9_]{0,62}`: safe to quote into SQL.
 pub(super) fn valid_identifier(s: &str) -> bool {

@@ -1,9 +1,9 @@
-//! The audit log and the health probe.
+//! The audit log, avatars and the health probe.
 
 use super::error::into_store;
-use super::sql::{execute, json, query, records};
+use super::sql::{execute, json, query, query_opt, records};
 use super::PgStore;
-use crate::error::StoreError;
+use crate::error::{GatehouseError, StoreError};
 use crate::model::AuditEvent;
 
 pub(super) async fn append_audit(store: &PgStore, event: AuditEvent) -> Result<(), StoreError> {
@@ -62,6 +62,52 @@ pub(super) async fn check_writable(store: &PgStore) -> Result<(), StoreError> {
                 )
                 .await?;
                 Ok(())
+            })
+        })
+        .await
+        .map_err(into_store)
+}
+
+pub(super) async fn put_avatar(
+    store: &PgStore,
+    user_id: &str,
+    content_type: &str,
+    data: Vec<u8>,
+) -> Result<(), GatehouseError> {
+    let args = (user_id.to_owned(), content_type.to_owned(), data);
+    store
+        .tx("put_avatar", &args, |t, (id, ct, data)| {
+            Box::pin(async move {
+                if query_opt(t, "SELECT 1 FROM users WHERE id = $1 FOR SHARE", &[id]).await?.is_none() {
+                    return Err(GatehouseError::NotFound.into());
+                }
+                execute(
+                    t,
+                    "INSERT INTO avatars (user_id, content_type, data, updated_at) VALUES ($1, $2, $3, now()) \
+                     ON CONFLICT (user_id) DO UPDATE SET content_type = EXCLUDED.content_type, data = EXCLUDED.data, updated_at = now()",
+                    &[id, ct, data],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+pub(super) async fn get_avatar(
+    store: &PgStore,
+    user_id: &str,
+) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    store
+        .one("get_avatar", user_id, |c, id| {
+            Box::pin(async move {
+                let row = query_opt(
+                    c,
+                    "SELECT content_type, data FROM avatars WHERE user_id = $1",
+                    &[&id],
+                )
+                .await?;
+                Ok(row.map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1))))
             })
         })
         .await

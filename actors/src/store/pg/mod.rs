@@ -433,6 +433,21 @@ impl Store for PgStore {
         Ok(())
     }
 
+    // --- avatars ---------------------------------------------------------
+
+    async fn put_avatar(
+        &self,
+        user_id: &str,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<(), GatehouseError> {
+        misc::put_avatar(self, user_id, content_type, data).await
+    }
+
+    async fn get_avatar(&self, user_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        misc::get_avatar(self, user_id).await
+    }
+
     // --- OAuth states ----------------------------------------------------
 
     async fn insert_oauth_state(&self, state: OAuthState) -> Result<(), StoreError> {

@@ -190,13 +190,18 @@ async fn pg_store_oauth_state_once_and_migrations_twice() {
     let versions = c
         .one("versions", &(), |c, _| {
             Box::pin(async move {
-                let rows = query(c, "SELECT version FROM schema_migrations", &[]).await?;
+                let rows = query(
+                    c,
+                    "SELECT version FROM schema_migrations ORDER BY version",
+                    &[],
+                )
+                .await?;
                 Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>())
             })
         })
         .await
         .unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2], "each migration applied exactly once");
     s.drop_schema().await.unwrap();
 }
 
