@@ -20,6 +20,49 @@ pub struct LoginRequest {
     password: String,
 }
 
+/// Opens a session for `user` (after any sign-in) and audits it; answers
+/// the secret token, which only ever goes into the cookie.
+pub(crate) async fn open_session(
+    req: &HttpRequest,
+    state: &AppState,
+    user: &gatehouse_actors::model::UserRecord,
+    via: String,
+    ttl: time::Duration,
+    external_sid: Option<String>,
+) -> Result<String, ApiError> {
+    let ip = client_ip(req, &state.config.server.trusted_proxies);
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let now = state.handles.now();
+    let create = CreateSession {
+        user_id: user.id.clone(),
+        via: via.clone(),
+        ttl,
+        ip,
+        user_agent: ua,
+        external_sid,
+        now,
+    };
+    let (token, _) = state.handles.sessions().send(create).await??;
+    let actor = Actor {
+        id: Some(user.id.clone()),
+        name: user.username.clone(),
+        ip,
+    };
+    audit(
+        state,
+        &actor,
+        "auth.login.success",
+        Some(user.username.clone()),
+        json!({ "via": via }),
+    )
+    .await;
+    Ok(token)
+}
+
 pub fn session_cookie(state: &AppState, token: &str, ttl: time::Duration) -> Cookie<'static> {
     Cookie::build(SESSION_COOKIE, token.to_owned())
         .path("/")
@@ -116,34 +159,7 @@ pub async fn login(
         }
     };
     let ttl = state.config.auth.session_ttl;
-    let ua = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let create = CreateSession {
-        user_id: user.id.clone(),
-        via: "password".into(),
-        ttl,
-        ip,
-        user_agent: ua,
-        external_sid: None,
-        now,
-    };
-    let (token, _session) = state.handles.sessions().send(create).await??;
-    let actor = Actor {
-        id: Some(user.id.clone()),
-        name: user.username.clone(),
-        ip,
-    };
-    audit(
-        &state,
-        &actor,
-        "auth.login.success",
-        Some(user.username.clone()),
-        json!({"via": "password"}),
-    )
-    .await;
+    let token = open_session(&req, &state, &user, "password".into(), ttl, None).await?;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&state, &token, ttl))
         .insert_header((header::CACHE_CONTROL, "no-store"))

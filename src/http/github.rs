@@ -13,7 +13,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use gatehouse_actors::ids::{new_secret_token, TokenHash};
 use gatehouse_actors::oauth::{pkce_pair, ConsumeState, CreateState};
-use gatehouse_actors::session::CreateSession;
 use gatehouse_actors::users::UpsertExternalUser;
 use gatehouse_actors::GatehouseError;
 use serde::Deserialize;
@@ -336,6 +335,20 @@ async fn finish(
         ip,
         now,
     };
+    sign_in_external(req, state, upsert, None, flow.next).await
+}
+
+/// The end of every external sign-in: find or create the user (a locked
+/// one is refused), open the session (cookie only) and send the browser to
+/// `next` or `/`.
+pub(crate) async fn sign_in_external(
+    req: &HttpRequest,
+    state: &AppState,
+    upsert: UpsertExternalUser,
+    external_sid: Option<String>,
+    next: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let via = upsert.auth.clone();
     let account = state
         .handles
         .users()
@@ -348,38 +361,12 @@ async fn finish(
             other => other.into(),
         })?;
     let ttl = state.config.auth.oauth_session_ttl;
-    let ua = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let create = CreateSession {
-        user_id: account.id.clone(),
-        via: "github".into(),
-        ttl,
-        ip,
-        user_agent: ua,
-        external_sid: None,
-        now,
-    };
-    let (token, _) = state.handles.sessions().send(create).await??;
-    let actor = Actor {
-        id: Some(account.id.clone()),
-        name: account.username.clone(),
-        ip,
-    };
-    audit(
-        state,
-        &actor,
-        "auth.login.success",
-        Some(account.username.clone()),
-        json!({"via": "github"}),
-    )
-    .await;
+    let token =
+        crate::http::auth::open_session(req, state, &account, via, ttl, external_sid).await?;
     let mut clear = oauth_cookie(state, "", time::Duration::ZERO);
     clear.make_removal();
     Ok(HttpResponse::Found()
-        .insert_header((header::LOCATION, flow.next.unwrap_or_else(|| "/".into())))
+        .insert_header((header::LOCATION, next.unwrap_or_else(|| "/".into())))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(session_cookie(state, &token, ttl))
         .cookie(clear)

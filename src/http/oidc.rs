@@ -8,7 +8,6 @@ use crate::accounts::{audit, Actor};
 use crate::auth::client_ip;
 use crate::auth::oidc::OidcProvider;
 use crate::error::ApiError;
-use crate::http::auth::session_cookie;
 use crate::http::github::{failure, local_next, oauth_cookie, read_json, OAUTH_COOKIE};
 use crate::AppState;
 use actix_web::http::{header, StatusCode};
@@ -16,9 +15,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use gatehouse_actors::ids::{new_secret_token, TokenHash};
 use gatehouse_actors::oauth::{pkce_pair, ConsumeState, CreateState};
-use gatehouse_actors::session::{CreateSession, EndExternalSessions};
+use gatehouse_actors::session::EndExternalSessions;
 use gatehouse_actors::users::UpsertExternalUser;
-use gatehouse_actors::GatehouseError;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -268,54 +266,7 @@ async fn finish(
         ip,
         now,
     };
-    let account = state
-        .handles
-        .users()
-        .send(upsert)
-        .await?
-        .map_err(|e| match e {
-            GatehouseError::AccountLocked => {
-                ApiError::forbidden("account_locked", "this account is locked")
-            }
-            other => other.into(),
-        })?;
-    let ttl = state.config.auth.oauth_session_ttl;
-    let ua = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let create = CreateSession {
-        user_id: account.id.clone(),
-        via: p.via(),
-        ttl,
-        ip,
-        user_agent: ua,
-        external_sid: text("sid"),
-        now,
-    };
-    let (token, _) = state.handles.sessions().send(create).await??;
-    let actor = Actor {
-        id: Some(account.id.clone()),
-        name: account.username.clone(),
-        ip,
-    };
-    audit(
-        state,
-        &actor,
-        "auth.login.success",
-        Some(account.username.clone()),
-        json!({"via": p.via()}),
-    )
-    .await;
-    let mut clear = oauth_cookie(state, "", time::Duration::ZERO);
-    clear.make_removal();
-    Ok(HttpResponse::Found()
-        .insert_header((header::LOCATION, flow.next.unwrap_or_else(|| "/".into())))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(session_cookie(state, &token, ttl))
-        .cookie(clear)
-        .finish())
+    crate::http::github::sign_in_external(req, state, upsert, text("sid"), flow.next).await
 }
 
 /// `allowed_domains` (a verified email's domain) and `allowed_groups` (the
