@@ -122,22 +122,29 @@ pub async fn start(
         enc(&challenge),
         enc(scope)
     );
-    Ok(HttpResponse::Found()
+    Ok(to_provider(&state, location, &browser))
+}
+
+/// Sends the browser to the provider, binding the flow to it with the
+/// short-lived `gatehouse_oauth` cookie.
+pub(crate) fn to_provider(state: &AppState, location: String, browser: &str) -> HttpResponse {
+    HttpResponse::Found()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(oauth_cookie(
-            &state,
-            &browser,
+            state,
+            browser,
             state.config.auth.oauth_state_ttl,
         ))
-        .finish())
+        .finish()
 }
 
+/// What a provider sends the browser back with.
 #[derive(Deserialize)]
 pub struct Callback {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// A failure the browser shows: HTML for a browser, JSON otherwise.

@@ -8,7 +8,7 @@ use crate::accounts::{audit, Actor};
 use crate::auth::client_ip;
 use crate::auth::oidc::OidcProvider;
 use crate::error::ApiError;
-use crate::http::github::{failure, local_next, oauth_cookie, read_json, OAUTH_COOKIE};
+use crate::http::github::{failure, local_next, read_json, to_provider, Callback, OAUTH_COOKIE};
 use crate::AppState;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -104,22 +104,7 @@ pub async fn start(
         enc(&nonce),
         enc(&challenge),
     );
-    Ok(HttpResponse::Found()
-        .insert_header((header::LOCATION, location))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(oauth_cookie(
-            &state,
-            &browser,
-            state.config.auth.oauth_state_ttl,
-        ))
-        .finish())
-}
-
-#[derive(Deserialize)]
-pub struct Callback {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
+    Ok(to_provider(&state, location, &browser))
 }
 
 /// `GET /auth/oidc/{name}/callback?code&state`.
