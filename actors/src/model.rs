@@ -289,3 +289,67 @@ impl std::fmt::Debug for SigningKeyRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// One proxied model call, as recorded for usage (no prompt or completion text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub user_id: String,
+    /// Kept with the record: usage history outlives the user.
+    pub username: String,
+    pub token_id: Option<String>,
+    pub provider: String,
+    /// `provider/model` as the client sees it.
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The HTTP status returned to the client.
+    pub status: u16,
+    pub latency_ms: u64,
+    /// 0.0 when no price is known.
+    pub cost: f64,
+}
+
+/// Which usage records a summary covers; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageQuery {
+    /// Username, exact.
+    pub user: Option<String>,
+    /// Model, exact.
+    pub model: Option<String>,
+    /// Inclusive.
+    pub since: Option<OffsetDateTime>,
+    /// Exclusive.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl UsageQuery {
+    /// Whether `r` matches the user and model filters (not the time range).
+    pub fn matches(&self, r: &UsageRecord) -> bool {
+        self.user.as_ref().is_none_or(|u| *u == r.username)
+            && self.model.as_ref().is_none_or(|m| *m == r.model)
+    }
+}
+
+/// Usage totals of one user and model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRow {
+    pub user: String,
+    pub user_id: String,
+    pub model: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cost: f64,
+}
+
+/// Usage in one time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageBucket {
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    pub requests: u64,
+    pub total_tokens: u64,
+}

@@ -114,6 +114,15 @@ impl Store for Gated {
     async fn get_avatar(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         self.inner.get_avatar(id).await
     }
+    async fn record_usage(&self, b: Vec<UsageRecord>) -> Result<(), StoreError> {
+        self.inner.record_usage(b).await
+    }
+    async fn usage_summary(&self, q: UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        self.inner.usage_summary(q).await
+    }
+    async fn usage_buckets(&self, q: UsageQuery, s: u64) -> Result<Vec<UsageBucket>, StoreError> {
+        self.inner.usage_buckets(q, s).await
+    }
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.inner.check_writable().await
     }

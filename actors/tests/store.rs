@@ -76,6 +76,12 @@ both!(
     the_store_is_writable,
     concurrent_inserts_of_one_name_make_one_user,
     an_avatar_is_kept_replaced_and_removed_with_its_user,
+    usage_is_summed_per_user_and_model,
+    usage_filters_by_user_model_and_time,
+    usage_buckets_group_by_aligned_time,
+    an_empty_usage_batch_is_a_no_op,
+    usage_outlives_its_user,
+    huge_usage_counts_saturate,
 );
 
 fn now() -> OffsetDateTime {
@@ -120,6 +126,92 @@ fn session(user_id: &str, ttl: Duration) -> SessionRecord {
     }
 }
 
+/// A minute boundary (so 60 s buckets start there).
+const T0: OffsetDateTime = time::macros::datetime!(2024-05-01 10:00:00 UTC);
+
+fn usage(
+    user: &UserRecord,
+    model: &str,
+    secs: i64,
+    prompt: u64,
+    completion: u64,
+    cost: f64,
+) -> UsageRecord {
+    UsageRecord {
+        at: T0 + Duration::seconds(secs),
+        user_id: user.id.clone(),
+        username: user.username.clone(),
+        token_id: Some(random_id()),
+        provider: model.split('/').next().unwrap().into(),
+        model: model.into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        status: 200,
+        latency_ms: 120,
+        cost,
+    }
+}
+
+const GPT: &str = "openai/gpt-4o";
+const CLAUDE: &str = "anthropic/claude";
+
+/// Two users, two models, three times (T0, T0+30 s, T0+90 s); one record
+/// twice and two at the same time, which must not overwrite each other.
+/// "Bob" sorts before "alice" (byte order, as both backends sort).
+fn usage_fixture() -> (UserRecord, UserRecord, Vec<UsageRecord>) {
+    let (a, b) = (user("alice"), user("Bob"));
+    let twice = usage(&a, GPT, 0, 10, 5, 0.25);
+    let mut no_token = usage(&b, CLAUDE, 90, 7, 3, 0.125);
+    no_token.token_id = None;
+    no_token.status = 502;
+    let batch = vec![
+        twice.clone(),
+        twice,
+        usage(&a, GPT, 30, 20, 10, 0.5),
+        usage(&a, CLAUDE, 90, 1, 2, 0.0),
+        usage(&b, GPT, 30, 100, 50, 1.0),
+        no_token,
+    ];
+    (a, b, batch)
+}
+
+fn row(
+    u: &UserRecord,
+    model: &str,
+    requests: u64,
+    prompt: u64,
+    completion: u64,
+    cost: f64,
+) -> UsageRow {
+    UsageRow {
+        user: u.username.clone(),
+        user_id: u.id.clone(),
+        model: model.into(),
+        requests,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cost,
+    }
+}
+
+fn usage_rows(a: &UserRecord, b: &UserRecord) -> Vec<UsageRow> {
+    vec![
+        row(b, CLAUDE, 1, 7, 3, 0.125),
+        row(b, GPT, 1, 100, 50, 1.0),
+        row(a, CLAUDE, 1, 1, 2, 0.0),
+        row(a, GPT, 3, 40, 20, 1.0),
+    ]
+}
+
+fn bucket(secs: i64, requests: u64, total_tokens: u64) -> UsageBucket {
+    UsageBucket {
+        start: T0 + Duration::seconds(secs),
+        requests,
+        total_tokens,
+    }
+}
+
 fn token(user_id: &str) -> TokenRecord {
     let t = now();
     TokenRecord {
@@ -141,6 +233,244 @@ fn token(user_id: &str) -> TokenRecord {
 
 mod cases {
     use super::*;
+
+    pub async fn usage_is_summed_per_user_and_model(s: &dyn Store) {
+        let (a, b, batch) = usage_fixture();
+        let n = batch.len() as u64;
+        s.record_usage(batch).await.unwrap();
+        let rows = s.usage_summary(UsageQuery::default()).await.unwrap();
+        assert_eq!(rows, usage_rows(&a, &b));
+        assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), n);
+        for r in &rows {
+            assert_eq!(r.total_tokens, r.prompt_tokens + r.completion_tokens);
+        }
+        // A second batch adds to the totals.
+        s.record_usage(vec![usage(&b, CLAUDE, 200, 1, 1, 0.5)])
+            .await
+            .unwrap();
+        let rows = s.usage_summary(UsageQuery::default()).await.unwrap();
+        assert_eq!(rows[0], row(&b, CLAUDE, 2, 8, 4, 0.625));
+    }
+
+    pub async fn usage_filters_by_user_model_and_time(s: &dyn Store) {
+        let (a, b, batch) = usage_fixture();
+        s.record_usage(batch).await.unwrap();
+        let all = usage_rows(&a, &b);
+        let by_user = s
+            .usage_summary(UsageQuery {
+                user: Some("alice".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_user, all[2..].to_vec());
+        let by_name_case = s
+            .usage_summary(UsageQuery {
+                user: Some("ALICE".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(by_name_case.is_empty(), "the user filter is exact");
+        let by_model = s
+            .usage_summary(UsageQuery {
+                model: Some(GPT.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_model, vec![all[1].clone(), all[3].clone()]);
+        let both = s
+            .usage_summary(UsageQuery {
+                user: Some("Bob".into()),
+                model: Some(CLAUDE.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(both, vec![all[0].clone()]);
+
+        let at = |secs| Some(T0 + Duration::seconds(secs));
+        // `since` includes records at that time.
+        let since = s
+            .usage_summary(UsageQuery {
+                since: at(30),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            since,
+            vec![
+                row(&b, CLAUDE, 1, 7, 3, 0.125),
+                row(&b, GPT, 1, 100, 50, 1.0),
+                row(&a, CLAUDE, 1, 1, 2, 0.0),
+                row(&a, GPT, 1, 20, 10, 0.5),
+            ]
+        );
+        // `until` excludes them.
+        let until = s
+            .usage_summary(UsageQuery {
+                until: at(30),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(until, vec![row(&a, GPT, 2, 20, 10, 0.5)]);
+        let window = s
+            .usage_summary(UsageQuery {
+                since: at(30),
+                until: at(90),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            window,
+            vec![row(&b, GPT, 1, 100, 50, 1.0), row(&a, GPT, 1, 20, 10, 0.5)]
+        );
+        let just_after = s
+            .usage_summary(UsageQuery {
+                since: Some(T0 + Duration::seconds(90) + Duration::microseconds(1)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(just_after.is_empty());
+        for (since, until) in [(at(30), at(30)), (at(90), at(30))] {
+            let q = UsageQuery {
+                since,
+                until,
+                ..Default::default()
+            };
+            assert!(s.usage_summary(q.clone()).await.unwrap().is_empty());
+            assert!(s.usage_buckets(q, 60).await.unwrap().is_empty());
+        }
+        let long_ago = Some(time::macros::datetime!(1960-01-01 00:00:00 UTC));
+        let from_before_1970 = s
+            .usage_summary(UsageQuery {
+                since: long_ago,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(from_before_1970, all);
+    }
+
+    pub async fn usage_buckets_group_by_aligned_time(s: &dyn Store) {
+        let (_, _, batch) = usage_fixture();
+        s.record_usage(batch).await.unwrap();
+        let all = UsageQuery::default();
+        assert_eq!(
+            s.usage_buckets(all.clone(), 60).await.unwrap(),
+            vec![bucket(0, 4, 210), bucket(60, 2, 13)]
+        );
+        assert_eq!(
+            s.usage_buckets(all.clone(), 3600).await.unwrap(),
+            vec![bucket(0, 6, 223)]
+        );
+        // 45 s buckets from the epoch (T0 is 38101280 × 45 s): none at T0+45 s.
+        assert_eq!(
+            s.usage_buckets(all.clone(), 45).await.unwrap(),
+            vec![bucket(0, 4, 210), bucket(90, 2, 13)]
+        );
+        assert_eq!(
+            s.usage_buckets(
+                UsageQuery {
+                    user: Some("alice".into()),
+                    since: Some(T0 + Duration::seconds(1)),
+                    ..Default::default()
+                },
+                60
+            )
+            .await
+            .unwrap(),
+            vec![bucket(0, 1, 30), bucket(60, 1, 3)]
+        );
+        // Before 1970, buckets still start at a multiple of the width (floor).
+        let old = user("old");
+        let mut r = usage(&old, GPT, 0, 1, 2, 0.0);
+        r.at = OffsetDateTime::UNIX_EPOCH - Duration::seconds(30);
+        s.record_usage(vec![r]).await.unwrap();
+        let before_1970 = UsageQuery {
+            since: Some(OffsetDateTime::UNIX_EPOCH - Duration::seconds(31)),
+            until: Some(OffsetDateTime::UNIX_EPOCH),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.usage_buckets(before_1970, 60).await.unwrap(),
+            vec![UsageBucket {
+                start: OffsetDateTime::UNIX_EPOCH - Duration::seconds(60),
+                requests: 1,
+                total_tokens: 3,
+            }]
+        );
+        assert!(
+            s.usage_buckets(all, 0).await.is_err(),
+            "buckets of 0 s are refused"
+        );
+    }
+
+    pub async fn an_empty_usage_batch_is_a_no_op(s: &dyn Store) {
+        s.record_usage(vec![]).await.unwrap();
+        assert!(s
+            .usage_summary(UsageQuery::default())
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .usage_buckets(UsageQuery::default(), 60)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn usage_outlives_its_user(s: &dyn Store) {
+        let (a, b, batch) = usage_fixture();
+        s.insert_user(a.clone()).await.unwrap();
+        s.insert_user(b.clone()).await.unwrap();
+        s.record_usage(batch).await.unwrap();
+        s.delete_user(&a.id).await.unwrap();
+        assert_eq!(
+            s.usage_summary(UsageQuery::default()).await.unwrap(),
+            usage_rows(&a, &b)
+        );
+        // A new user of the same name is a different user_id: its own rows.
+        let again = user("alice");
+        s.insert_user(again.clone()).await.unwrap();
+        s.record_usage(vec![usage(&again, GPT, 0, 1, 1, 0.0)])
+            .await
+            .unwrap();
+        let rows = s
+            .usage_summary(UsageQuery {
+                user: Some("alice".into()),
+                model: Some(GPT.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 4);
+    }
+
+    pub async fn huge_usage_counts_saturate(s: &dyn Store) {
+        let u = user("big");
+        let mut r = usage(&u, GPT, 0, u64::MAX, u64::MAX, f64::NAN);
+        r.latency_ms = u64::MAX;
+        s.record_usage(vec![r.clone(), r]).await.unwrap();
+        let rows = s.usage_summary(UsageQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let x = &rows[0];
+        assert_eq!(x.requests, 2);
+        // sled keeps u64, PostgreSQL bigint: each saturates at its maximum.
+        assert!(x.prompt_tokens >= i64::MAX as u64);
+        assert!(x.completion_tokens >= i64::MAX as u64);
+        assert!(x.total_tokens >= x.prompt_tokens);
+        assert_eq!(x.cost, 0.0, "a cost that is not a number is stored as 0");
+        let b = s.usage_buckets(UsageQuery::default(), 60).await.unwrap();
+        assert_eq!((b.len(), b[0].requests), (1, 2));
+        assert!(b[0].total_tokens >= i64::MAX as u64);
+    }
 
     pub async fn an_avatar_is_kept_replaced_and_removed_with_its_user(s: &dyn Store) {
         let u = user("pic");
@@ -516,5 +846,46 @@ mod cases {
             .filter(|r| r.is_err())
             .all(|r| matches!(r, Err(GatehouseError::Conflict(_)))));
         assert_eq!(s.load_users().await.unwrap().len(), 1);
+    }
+}
+
+/// Usage records are durable: a store opened again on the same data sees them.
+mod reopen {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn sled_usage_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, batch) = usage_fixture();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.record_usage(batch).await.unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.usage_summary(UsageQuery::default()).await.unwrap(),
+            usage_rows(&a, &b)
+        );
+        // New records after reopening never overwrite the old ones.
+        let (_, _, again) = usage_fixture();
+        s.record_usage(again).await.unwrap();
+        let rows = s.usage_summary(UsageQuery::default()).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 12);
+    }
+
+    #[actix_rt::test]
+    async fn postgres_usage_survives_reconnecting() {
+        let schema = format!("gh_t_{}", &random_id()[..12]);
+        let (a, b, batch) = usage_fixture();
+        {
+            let s = PgStore::connect(&pg_url(), Some(&schema)).await.unwrap();
+            s.record_usage(batch).await.unwrap();
+        }
+        let s = PgStore::connect(&pg_url(), Some(&schema)).await.unwrap();
+        assert_eq!(
+            s.usage_summary(UsageQuery::default()).await.unwrap(),
+            usage_rows(&a, &b)
+        );
+        s.drop_schema().await.unwrap();
     }
 }

@@ -12,8 +12,8 @@ pub use sled_store::SledStore;
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UserChange,
-    UserRecord,
+    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UsageBucket,
+    UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -45,6 +45,25 @@ pub fn change_stream(
             Err(RecvError::Closed) => None,
         }
     })
+}
+
+/// The bucket width both backends use: at least 1 s, at most `i64::MAX` s.
+fn bucket_width(bucket_secs: u64) -> Result<i64, StoreError> {
+    if bucket_secs == 0 {
+        return Err(StoreError::Backend(
+            "usage buckets must be at least 1 second".into(),
+        ));
+    }
+    Ok(i64::try_from(bucket_secs).unwrap_or(i64::MAX))
+}
+
+/// A cost as stored: a NaN or infinity (which JSON cannot carry) becomes 0.0.
+fn finite_cost(cost: f64) -> f64 {
+    if cost.is_finite() {
+        cost
+    } else {
+        0.0
+    }
 }
 
 /// Which of a user's sessions a credential change ends.
@@ -145,6 +164,23 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     /// Newest first, at most `limit`.
     async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+
+    // --- usage -----------------------------------------------------------
+    // Usage history outlives users (a removed user's records stay), and is
+    // not cached by actors, so writing it notifies no one.
+
+    /// Appends a batch of usage records atomically (all or none), durable when it returns.
+    /// An empty batch is a no-op; a cost that is not finite is stored as 0.0.
+    async fn record_usage(&self, batch: Vec<UsageRecord>) -> Result<(), StoreError>;
+    /// Totals per (user_id, model) of the records matching `q`, ordered by username then model.
+    async fn usage_summary(&self, q: UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+    /// Requests and total tokens per time bucket of `bucket_secs` seconds (aligned to the Unix epoch),
+    /// oldest first, only buckets that have records. `bucket_secs` of 0 is an error.
+    async fn usage_buckets(
+        &self,
+        q: UsageQuery,
+        bucket_secs: u64,
+    ) -> Result<Vec<UsageBucket>, StoreError>;
 
     // --- health ----------------------------------------------------------
     /// Writes and flushes a probe record.

@@ -2,16 +2,18 @@
 //! so an acknowledged write survives `kill -9`. Compound writes that touch a
 //! user and their sessions run under one lock and one multi-tree transaction.
 
-use super::{EndSessions, Store};
+use super::{bucket_width, finite_cost, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UserChange,
-    UserRecord,
+    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UsageBucket,
+    UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::Tree;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -31,6 +33,8 @@ struct Inner {
     tokens: Tree,
     keys: Tree,
     avatars: Tree,
+    /// Usage records by time: [`usage_time_key`] of `at`, then a unique id.
+    usage: Tree,
     meta: Tree,
     /// Serialises writes that read sessions and then change them with a user.
     user_lock: Mutex<()>,
@@ -52,6 +56,7 @@ impl SledStore {
             tokens: db.open_tree("api_tokens")?,
             keys: db.open_tree("signing_keys")?,
             avatars: db.open_tree("avatars")?,
+            usage: db.open_tree("usage")?,
             meta: db.open_tree("meta")?,
             db,
             user_lock: Mutex::new(()),
@@ -100,6 +105,12 @@ fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> 
 
 fn name_key(username: &str) -> Vec<u8> {
     username.to_lowercase().into_bytes()
+}
+
+/// Big-endian nanoseconds with the sign bit flipped, so keys sort by time
+/// (times before 1970 included) and a time range is a key range.
+fn usage_time_key(at: OffsetDateTime) -> [u8; 16] {
+    ((at.unix_timestamp_nanos() as u128) ^ (1 << 127)).to_be_bytes()
 }
 
 fn tx_err(e: TransactionError<GatehouseError>) -> GatehouseError {
@@ -184,6 +195,31 @@ impl Inner {
                 Ok(())
             })
             .map_err(tx_err)
+    }
+
+    /// Calls `f` with each usage record matching `q`, oldest first; only
+    /// the keys between `since` and `until` are read.
+    fn scan_usage(&self, q: &UsageQuery, mut f: impl FnMut(UsageRecord)) -> Result<(), StoreError> {
+        if let (Some(since), Some(until)) = (q.since, q.until) {
+            if since >= until {
+                return Ok(());
+            }
+        }
+        // A key is its 16-byte time then more bytes, so it sorts after its
+        // time alone: `since` includes the records at `since`, `until` excludes them.
+        let start = q.since.map_or(Bound::Unbounded, |t| {
+            Bound::Included(usage_time_key(t).to_vec())
+        });
+        let end = q.until.map_or(Bound::Unbounded, |t| {
+            Bound::Excluded(usage_time_key(t).to_vec())
+        });
+        for v in self.usage.range::<Vec<u8>, _>((start, end)).values() {
+            let r: UsageRecord = from_json(&v?)?;
+            if q.matches(&r) {
+                f(r);
+            }
+        }
+        Ok(())
     }
 
     fn sweep(
@@ -599,6 +635,93 @@ impl Store for SledStore {
                 .rev()
                 .take(limit)
                 .map(|v| from_json(&v?))
+                .collect()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn record_usage(&self, batch: Vec<UsageRecord>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.run_store(move |i| {
+            let mut b = sled::Batch::default();
+            for mut r in batch {
+                r.cost = finite_cost(r.cost);
+                // The time, then an id unique in this database, so records
+                // at the same time never overwrite each other.
+                let mut key = usage_time_key(r.at).to_vec();
+                key.extend_from_slice(&i.db.generate_id()?.to_be_bytes());
+                b.insert(key, to_json(&r)?);
+            }
+            i.usage.apply_batch(b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage_summary(&self, q: UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // By (username, model, user_id): the order of the answer.
+            let mut rows: BTreeMap<(String, String, String), UsageRow> = BTreeMap::new();
+            inner.scan_usage(&q, |r| {
+                let row = rows
+                    .entry((r.username.clone(), r.model.clone(), r.user_id.clone()))
+                    .or_insert_with(|| UsageRow {
+                        user: r.username,
+                        user_id: r.user_id,
+                        model: r.model,
+                        requests: 0,
+                        prompt_tokens: 0,
+                        completion_tokens: 0,
+                        total_tokens: 0,
+                        cost: 0.0,
+                    });
+                row.requests += 1;
+                row.prompt_tokens = row.prompt_tokens.saturating_add(r.prompt_tokens);
+                row.completion_tokens = row.completion_tokens.saturating_add(r.completion_tokens);
+                row.total_tokens = row
+                    .total_tokens
+                    .saturating_add(r.prompt_tokens)
+                    .saturating_add(r.completion_tokens);
+                row.cost += r.cost;
+            })?;
+            Ok(rows.into_values().collect())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn usage_buckets(
+        &self,
+        q: UsageQuery,
+        bucket_secs: u64,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let width = i128::from(bucket_width(bucket_secs)?) * 1_000_000_000;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // Bucket start in nanoseconds → (requests, total tokens).
+            let mut buckets: BTreeMap<i128, (u64, u64)> = BTreeMap::new();
+            inner.scan_usage(&q, |r| {
+                let start = r.at.unix_timestamp_nanos().div_euclid(width) * width;
+                let b = buckets.entry(start).or_default();
+                b.0 += 1;
+                b.1 =
+                    b.1.saturating_add(r.prompt_tokens)
+                        .saturating_add(r.completion_tokens);
+            })?;
+            buckets
+                .into_iter()
+                .map(|(start, (requests, total_tokens))| {
+                    Ok(UsageBucket {
+                        start: OffsetDateTime::from_unix_timestamp_nanos(start)
+                            .map_err(|e| StoreError::Backend(format!("usage bucket: {e}")))?,
+                        requests,
+                        total_tokens,
+                    })
+                })
                 .collect()
         })
         .await

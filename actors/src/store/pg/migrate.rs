@@ -9,6 +9,7 @@ use crate::error::GatehouseError;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../../migrations/0001_init.sql")),
     (2, include_str!("../../../migrations/0002_avatars.sql")),
+    (3, include_str!("../../../migrations/0003_usage.sql")),
 ];
 
 /// `[a-z_][a-z0-9_]{0,62}`: safe to quote into SQL.

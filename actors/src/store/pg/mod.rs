@@ -2,7 +2,8 @@
 //!
 //! Each table keeps the record as the same JSON the sled backend writes, plus
 //! the key columns derived from it that uniqueness, foreign keys, sweeps and
-//! ordering need (`actors/migrations/`). Every operation runs as one
+//! ordering need (`actors/migrations/`); usage records alone are plain
+//! columns, which summaries aggregate in SQL. Every operation runs as one
 //! statement or one transaction and returns only after `COMMIT`, which
 //! PostgreSQL makes durable (default `synchronous_commit`).
 //!
@@ -24,6 +25,7 @@ mod misc;
 mod sessions;
 mod sql;
 mod tokens;
+mod usage;
 mod users;
 
 #[cfg(test)]
@@ -33,8 +35,8 @@ use super::{Change, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UserChange,
-    UserRecord,
+    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UsageBucket,
+    UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{
@@ -470,6 +472,24 @@ impl Store for PgStore {
 
     async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         misc::list_audit(self, limit).await
+    }
+
+    // --- usage (not cached by actors: no notification) -------------------
+
+    async fn record_usage(&self, batch: Vec<UsageRecord>) -> Result<(), StoreError> {
+        usage::record_usage(self, batch).await
+    }
+
+    async fn usage_summary(&self, q: UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        usage::usage_summary(self, q).await
+    }
+
+    async fn usage_buckets(
+        &self,
+        q: UsageQuery,
+        bucket_secs: u64,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        usage::usage_buckets(self, q, bucket_secs).await
     }
 
     // --- health ----------------------------------------------------------

@@ -201,7 +201,11 @@ async fn pg_store_oauth_state_once_and_migrations_twice() {
         })
         .await
         .unwrap();
-    assert_eq!(versions, vec![1, 2], "each migration applied exactly once");
+    assert_eq!(
+        versions,
+        vec![1, 2, 3],
+        "each migration applied exactly once"
+    );
     s.drop_schema().await.unwrap();
 }
 
