@@ -853,6 +853,23 @@ mod cases {
 mod reopen {
     use super::*;
 
+    /// sled releases its file lock from its flusher thread shortly after the
+    /// last handle is dropped: wait for it (at most 10 s).
+    async fn open_again(dir: &std::path::Path) -> SledStore {
+        for _ in 0..200 {
+            match SledStore::open(dir) {
+                Ok(s) => return s,
+                Err(gatehouse_actors::StoreError::Io(e))
+                    if e.to_string().contains("could not acquire lock") =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("sled kept its lock after the store was dropped");
+    }
+
     #[actix_rt::test]
     async fn sled_usage_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -861,7 +878,7 @@ mod reopen {
             let s = SledStore::open(dir.path()).unwrap();
             s.record_usage(batch).await.unwrap();
         }
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = open_again(dir.path()).await;
         assert_eq!(
             s.usage_summary(UsageQuery::default()).await.unwrap(),
             usage_rows(&a, &b)
