@@ -37,6 +37,8 @@ fn fixture() -> Fixture {
             max_failures: 5,
             window: time::Duration::minutes(15),
         },
+        gateway: Default::default(),
+        usage_flush: Duration::from_secs(1),
     };
     let (handles, tokens) = system.block_on(async move {
         let (_sup, handles) = Supervisor::start(store, Arc::new(SystemClock), config)

@@ -135,6 +135,16 @@ impl ApiError {
         )
     }
 
+    /// A provider failed; the details are in the log, never in the answer.
+    pub fn upstream() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "upstream_error",
+            "upstream error: the model provider could not answer",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

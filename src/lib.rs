@@ -28,6 +28,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod home;
 pub mod http;
 pub mod llms_import;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub gateway_tokens: auth::bearer::GatewayTokens,
     pub validators: auth::external::Validators,
     pub oidc: auth::oidc::OidcProviders,
+    /// What upstream model clients are built from (egress policy, TLS roots).
+    pub upstream: gateway::clients::UpstreamSetup,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,8 @@ pub struct Builder {
     store: Option<SharedStore>,
     hasher_threads: Option<usize>,
     check_interval: std::time::Duration,
+    env: Option<gatehouse_actors::gateway::EnvLookup>,
+    usage_flush: std::time::Duration,
 }
 
 impl Gatehouse {
@@ -102,6 +107,8 @@ impl Gatehouse {
             store: None,
             hasher_threads: None,
             check_interval: std::time::Duration::from_millis(250),
+            env: None,
+            usage_flush: std::time::Duration::from_secs(1),
         }
     }
 
@@ -154,6 +161,20 @@ impl Builder {
         self
     }
 
+    /// Where provider keys are looked up when the config gives none
+    /// (default: the process environment).
+    pub fn env(mut self, env: std::collections::HashMap<String, String>) -> Self {
+        let env = Arc::new(env);
+        self.env = Some(Arc::new(move |name: &str| env.get(name).cloned()));
+        self
+    }
+
+    /// How often usage records are written to the store (default 1 s).
+    pub fn usage_flush(mut self, every: std::time::Duration) -> Self {
+        self.usage_flush = every;
+        self
+    }
+
     /// Opens the store, starts the actors on the current actix system and
     /// waits until they have loaded their state.
     pub async fn build(self) -> Result<Gatehouse, StartError> {
@@ -184,6 +205,11 @@ impl Builder {
             }
         };
         let auth = &self.config.auth;
+        let upstream = gateway::clients::UpstreamSetup::new(self.config.egress_policy());
+        let mut gateway_spec = gateway::spec(&self.config, upstream.clone());
+        if let Some(env) = self.env.clone() {
+            gateway_spec.env = env;
+        }
         let actor_config = ActorConfig {
             sweep_interval: self.config.store.sweep_interval,
             check_interval: self.check_interval,
@@ -192,10 +218,20 @@ impl Builder {
                 max_failures: auth.max_login_failures,
                 window: auth.login_failure_window,
             },
+            gateway: gateway_spec,
+            usage_flush: self.usage_flush,
         };
         let validators = auth::external::Validators::new(&self.config.auth.bearer)
             .map_err(StartError::Config)?;
         let (supervisor, handles) = Supervisor::start(store, self.clock, actor_config).await?;
+        // Give model discovery a moment so the first requests see the lists.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            handles
+                .providers()
+                .send(gatehouse_actors::gateway::actor::RefreshModels),
+        )
+        .await;
         let oidc = auth::oidc::OidcProviders::new(&self.config.auth.oidc);
         let state = AppState {
             handles,
@@ -204,6 +240,7 @@ impl Builder {
             gateway_tokens: Default::default(),
             validators,
             oidc,
+            upstream,
         };
         Ok(Gatehouse {
             data: actix_web::web::Data::new(state),

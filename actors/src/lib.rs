@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod gateway;
 pub mod ids;
 pub mod keys;
 pub mod model;

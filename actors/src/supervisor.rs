@@ -5,6 +5,7 @@
 
 use crate::clock::SharedClock;
 use crate::error::GatehouseError;
+use crate::gateway::{self, CatalogView, GatewaySpec, ProviderActor, UsageActor, UsageSink};
 use crate::keys::KeyRingView;
 use crate::oauth::{self, OAuthStateActor};
 use crate::session::{self, SessionActor, SessionView};
@@ -25,6 +26,10 @@ pub struct ActorConfig {
     pub check_interval: StdDuration,
     pub oauth_state_ttl: Duration,
     pub throttle: ThrottleConfig,
+    /// Providers, aliases and egress policy for the `ProviderActor`.
+    pub gateway: GatewaySpec,
+    /// How often usage records are written to the store.
+    pub usage_flush: StdDuration,
 }
 
 /// What handlers hold: current actor addresses (swapped on restart), the
@@ -38,6 +43,10 @@ struct HandlesInner {
     sessions: ArcSwap<Addr<SessionActor>>,
     users: ArcSwap<Addr<UserStoreActor>>,
     oauth: ArcSwap<Addr<OAuthStateActor>>,
+    providers: ArcSwap<Addr<ProviderActor>>,
+    usage: ArcSwap<Addr<UsageActor>>,
+    catalog: CatalogView,
+    usage_sink: UsageSink,
     session_view: SessionView,
     user_views: UserViews,
     store: SharedStore,
@@ -54,6 +63,20 @@ impl ActorHandles {
     }
     pub fn oauth(&self) -> Addr<OAuthStateActor> {
         Addr::clone(&self.inner.oauth.load())
+    }
+    pub fn providers(&self) -> Addr<ProviderActor> {
+        Addr::clone(&self.inner.providers.load())
+    }
+    pub fn usage(&self) -> Addr<UsageActor> {
+        Addr::clone(&self.inner.usage.load())
+    }
+    /// The published provider catalog.
+    pub fn catalog(&self) -> &CatalogView {
+        &self.inner.catalog
+    }
+    /// Where proxied calls leave their usage records.
+    pub fn usage_sink(&self) -> &UsageSink {
+        &self.inner.usage_sink
     }
     pub fn session_view(&self) -> &SessionView {
         &self.inner.session_view
@@ -98,6 +121,18 @@ impl ActorHandles {
         if !matches!(self.oauth().send(oauth::Ping).timeout(t).await, Ok(Ok(()))) {
             failing.push("oauth_states".to_owned());
         }
+        if !matches!(
+            self.providers().send(gateway::actor::Ping).timeout(t).await,
+            Ok(Ok(()))
+        ) {
+            failing.push("providers".to_owned());
+        }
+        if !matches!(
+            self.usage().send(gateway::usage::Ping).timeout(t).await,
+            Ok(Ok(()))
+        ) {
+            failing.push("usage".to_owned());
+        }
         match tokio::time::timeout(t, self.store().check_writable()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -130,6 +165,16 @@ fn spawn_oauth(store: &SharedStore, ttl: Duration) -> Addr<OAuthStateActor> {
     actix::Supervisor::start(move |_| OAuthStateActor::new(store, ttl))
 }
 
+fn spawn_providers(spec: &GatewaySpec, view: &CatalogView) -> Addr<ProviderActor> {
+    let (spec, view) = (spec.clone(), view.clone());
+    actix::Supervisor::start(move |_| ProviderActor::new(spec, view))
+}
+
+fn spawn_usage(store: &SharedStore, sink: &UsageSink, every: StdDuration) -> Addr<UsageActor> {
+    let (store, sink) = (store.clone(), sink.clone());
+    actix::Supervisor::start(move |_| UsageActor::new(store, sink, every))
+}
+
 impl Supervisor {
     /// Starts every actor on the current arbiter, waits until each has loaded
     /// its state, and answers the supervisor with the handles.
@@ -140,11 +185,17 @@ impl Supervisor {
     ) -> Result<(Addr<Supervisor>, ActorHandles), GatehouseError> {
         let session_view = SessionView::default();
         let user_views = UserViews::default();
+        let catalog = CatalogView::default();
+        let usage_sink = UsageSink::default();
         let handles = ActorHandles {
             inner: Arc::new(HandlesInner {
                 sessions: ArcSwap::from_pointee(spawn_sessions(&store, &session_view)),
                 users: ArcSwap::from_pointee(spawn_users(&store, &user_views, config.throttle)),
                 oauth: ArcSwap::from_pointee(spawn_oauth(&store, config.oauth_state_ttl)),
+                providers: ArcSwap::from_pointee(spawn_providers(&config.gateway, &catalog)),
+                usage: ArcSwap::from_pointee(spawn_usage(&store, &usage_sink, config.usage_flush)),
+                catalog,
+                usage_sink,
                 session_view,
                 user_views,
                 store,
@@ -165,6 +216,11 @@ impl Supervisor {
         handles
             .oauth()
             .send(oauth::Ping)
+            .await
+            .map_err(unavailable)??;
+        handles
+            .providers()
+            .send(gateway::actor::Ping)
             .await
             .map_err(unavailable)??;
         let sup = Supervisor {
@@ -195,6 +251,19 @@ impl Supervisor {
             h.oauth
                 .store(Arc::new(spawn_oauth(&h.store, self.config.oauth_state_ttl)));
             replaced.push("oauth_states");
+        }
+        if !h.providers.load().connected() {
+            h.providers
+                .store(Arc::new(spawn_providers(&self.config.gateway, &h.catalog)));
+            replaced.push("providers");
+        }
+        if !h.usage.load().connected() {
+            h.usage.store(Arc::new(spawn_usage(
+                &h.store,
+                &h.usage_sink,
+                self.config.usage_flush,
+            )));
+            replaced.push("usage");
         }
         for actor in replaced {
             h.restarts.fetch_add(1, Ordering::Relaxed);

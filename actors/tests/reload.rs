@@ -146,6 +146,8 @@ async fn a_reload_that_raced_a_logout_does_not_bring_the_session_back() {
             max_failures: 5,
             window: time::Duration::minutes(15),
         },
+        gateway: Default::default(),
+        usage_flush: Duration::from_secs(1),
     };
     let (_sup, h) = Supervisor::start(store.clone(), Arc::new(SystemClock), config)
         .await

@@ -20,6 +20,11 @@ pub const SESSION_HEADER: &str = "x-session-token";
 /// Longer credentials are refused without hashing them.
 const MAX_CREDENTIAL_LEN: usize = 8192;
 
+/// When the request reached the gateway (before authentication), so the
+/// model API can report its own overhead.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStart(pub std::time::Instant);
+
 /// Resolves the request's credentials into a [`Principal`] (or a reason why
 /// there is none). Mount it on every scope whose handlers take a `Principal`.
 #[derive(Clone, Copy, Default)]
@@ -204,6 +209,8 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        req.extensions_mut()
+            .insert(RequestStart(std::time::Instant::now()));
         let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
             tracing::error!("Authenticate is mounted without gatehouse's AppState in app_data");
             let res = req

@@ -12,5 +12,5 @@ pub mod oidc;
 pub(crate) mod principal;
 
 pub use client::{client_ip, cookie, find_cookie, forwarded_client};
-pub use middleware::{Authenticate, RequireScope, SESSION_COOKIE, SESSION_HEADER};
+pub use middleware::{Authenticate, RequestStart, RequireScope, SESSION_COOKIE, SESSION_HEADER};
 pub use principal::{no_users_error, Principal, Scope, Scopes, Unauthenticated, Via};

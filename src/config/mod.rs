@@ -217,11 +217,15 @@ pub struct ProviderConfig {
     pub api_key: Secret,
     pub models: Vec<String>,
     pub local: bool,
+    pub timeouts: gatehouse_actors::gateway::Timeouts,
+    pub circuit: gatehouse_actors::gateway::CircuitConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelsConfig {
     pub default: String,
+    /// How often discovered model lists are fetched again.
+    pub refresh_interval: Duration,
     pub aliases: BTreeMap<String, Vec<String>>,
 }
 
@@ -290,6 +294,15 @@ impl Config {
     /// The effective configuration as JSON, secrets shown as `***`.
     pub fn redacted_json(&self) -> Value {
         self.redacted.clone()
+    }
+
+    /// The egress policy for upstream calls.
+    pub fn egress_policy(&self) -> gatehouse_actors::gateway::EgressPolicy {
+        gatehouse_actors::gateway::EgressPolicy {
+            allow_private: self.egress.allow_private,
+            allow_hosts: self.egress.allow_hosts.clone(),
+            deny_hosts: self.egress.deny_hosts.clone(),
+        }
     }
 
     /// True when GitHub, any OIDC provider or any bearer validator is configured.

@@ -200,6 +200,11 @@ raw!(RawProvider {
     api_key: String = "lenient", default "String::new";
     models: Vec<String> = "strings", default "Vec::new";
     local: bool = "lenient", default "bool::default";
+    connect_timeout: String = "lenient", default "default_connect_timeout";
+    first_byte_timeout: String = "lenient", default "default_first_byte_timeout";
+    total_timeout: String = "lenient", default "default_total_timeout";
+    circuit_failures: u32 = "lenient", default "default_circuit_failures";
+    circuit_cooldown: String = "lenient", default "default_circuit_cooldown";
 });
 
 #[derive(Deserialize, Serialize)]
@@ -207,6 +212,8 @@ raw!(RawProvider {
 pub(super) struct RawModels {
     #[serde(deserialize_with = "lenient")]
     pub(super) default: String,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) refresh_interval: String,
     #[serde(default)]
     pub(super) aliases: BTreeMap<String, Vec<String>>,
 }
@@ -241,4 +248,19 @@ fn default_github_api() -> String {
 }
 fn default_provider_type() -> String {
     "openai".into()
+}
+fn default_connect_timeout() -> String {
+    "10s".into()
+}
+fn default_first_byte_timeout() -> String {
+    "120s".into()
+}
+fn default_total_timeout() -> String {
+    "10m".into()
+}
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_cooldown() -> String {
+    "30s".into()
 }

@@ -50,6 +50,7 @@ fn defaults_have_documented_values() {
         c.models,
         ModelsConfig {
             default: String::new(),
+            refresh_interval: std::time::Duration::from_secs(600),
             aliases: BTreeMap::new()
         }
     );

@@ -82,6 +82,15 @@ fn at_least<T: PartialOrd + fmt::Display>(key: &str, v: T, min: T) -> Result<T, 
     Ok(v)
 }
 
+/// The egress policy as configured (host lists lowercased).
+pub(super) fn egress_policy(e: &super::raw::RawEgress) -> gatehouse_actors::gateway::EgressPolicy {
+    gatehouse_actors::gateway::EgressPolicy {
+        allow_private: e.allow_private,
+        allow_hosts: lowercase(e.allow_hosts.clone()),
+        deny_hosts: lowercase(e.deny_hosts.clone()),
+    }
+}
+
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let s = raw.server;
     let trusted_proxies = s
@@ -279,14 +288,34 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         for (j, m) in p.models.iter().enumerate() {
             models.push(non_empty(&format!("{}[{j}]", key("models")), m)?);
         }
+        let base_url = http_url(&key("base_url"), &p.base_url)?
+            .trim_end_matches('/')
+            .to_string();
+        egress_policy(&raw.egress)
+            .check_url(&base_url, p.local)
+            .map_err(|e| {
+                bad(
+                    key("base_url"),
+                    format!("refused by the egress policy: {e}"),
+                )
+            })?;
+        let timeouts = gatehouse_actors::gateway::Timeouts {
+            connect: duration(&key("connect_timeout"), &p.connect_timeout, false)?,
+            first_byte: duration(&key("first_byte_timeout"), &p.first_byte_timeout, false)?,
+            total: duration(&key("total_timeout"), &p.total_timeout, false)?,
+        };
+        let circuit = gatehouse_actors::gateway::CircuitConfig {
+            failures: at_least(&key("circuit_failures"), p.circuit_failures, 1)?,
+            cooldown: duration(&key("circuit_cooldown"), &p.circuit_cooldown, false)?,
+        };
         let cfg = ProviderConfig {
             kind,
-            base_url: http_url(&key("base_url"), &p.base_url)?
-                .trim_end_matches('/')
-                .to_string(),
+            base_url,
             api_key: Secret::new(p.api_key.trim()),
             models,
             local: p.local,
+            timeouts,
+            circuit,
         };
         providers.insert(name, cfg);
     }
@@ -309,6 +338,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let models = ModelsConfig {
         default: raw.models.default.trim().to_string(),
+        refresh_interval: duration(
+            "models.refresh_interval",
+            &raw.models.refresh_interval,
+            true,
+        )?,
         aliases,
     };
 

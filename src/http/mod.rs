@@ -9,6 +9,8 @@ pub mod health;
 pub mod oidc;
 pub mod pages;
 pub mod tokens;
+pub mod usage;
+pub mod v1;
 
 use crate::auth::Authenticate;
 use crate::error::json_error;
@@ -63,6 +65,18 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    // This worker's upstream clients (awc clients are per thread).
+    cfg.app_data(web::Data::new(
+        crate::gateway::clients::WorkerClients::default(),
+    ));
+    cfg.service(
+        web::scope("/v1")
+            .wrap(Authenticate)
+            .route("/models", web::get().to(v1::models))
+            .route("/chat/completions", web::post().to(v1::chat_completions))
+            .route("/embeddings", web::post().to(v1::embeddings))
+            .route("/messages", web::post().to(v1::messages)),
+    );
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .service(
@@ -120,6 +134,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .route("/tokens", web::get().to(admin::tokens))
                 .route("/tokens/stats", web::get().to(admin::token_stats))
                 .route("/audit", web::get().to(admin::audit))
+                .route("/usage", web::get().to(usage::usage))
                 .route("/config", web::get().to(admin::config)),
         )
         .route("/.well-known/jwks.json", web::get().to(tokens::jwks))

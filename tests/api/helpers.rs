@@ -43,15 +43,42 @@ pub async fn spawn_with(tune: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 pub async fn spawn_full(tune: impl FnOnce(&mut Config), supervise_every: Duration) -> TestApp {
-    init_tracing();
-    let home = tempfile::tempdir().unwrap();
     let mut config = Config::defaults();
     tune(&mut config);
+    spawn_config(config, Default::default(), supervise_every).await
+}
+
+/// A TOML config (over the defaults) and the environment provider keys are read from.
+pub async fn spawn_toml(toml: &str, env: &[(&str, &str)]) -> TestApp {
+    let config = config_from_toml(toml).expect("valid test config");
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spawn_config(config, env, Duration::from_millis(250)).await
+}
+
+/// Loads `toml` as a config file would be (no process environment).
+pub fn config_from_toml(toml: &str) -> Result<Config, gatehouse::config::ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gatehouse.toml");
+    std::fs::write(&file, toml).unwrap();
+    Config::load_with_env(Some(&file), dir.path(), &Default::default())
+}
+
+pub async fn spawn_config(
+    config: Config,
+    env: std::collections::HashMap<String, String>,
+    supervise_every: Duration,
+) -> TestApp {
+    init_tracing();
+    let home = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let gh = Gatehouse::builder(config)
         .home(home.path())
         .clock(Arc::new(clock.clone()) as SharedClock)
         .supervise_every(supervise_every)
+        .env(env)
         .build()
         .await
         .expect("gatehouse starts");

@@ -1,0 +1,201 @@
+//! HTTP clients for upstream calls. `awc` clients are per thread, so each
+//! worker keeps one per provider (its connection pool), rebuilt when the
+//! provider's connection settings change. Every client resolves names
+//! through the egress policy and connects only to the addresses it
+//! allowed, so a name that resolves to a forbidden address is refused at
+//! request time even if it was fine at start.
+
+use actix_tls::connect::{Resolve, Resolver};
+use futures_util::future::LocalBoxFuture;
+use gatehouse_actors::gateway::{EgressPolicy, ModelLister, Provider, ProviderKind};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every upstream client is built from (shared by all workers).
+#[derive(Clone)]
+pub struct UpstreamSetup {
+    pub egress: Arc<EgressPolicy>,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl UpstreamSetup {
+    pub fn new(egress: EgressPolicy) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        UpstreamSetup {
+            egress: Arc::new(egress),
+            tls: Arc::new(tls),
+        }
+    }
+
+    /// A client for `provider`: egress-checked resolution, its connect and
+    /// first-byte timeouts, no redirects, no default headers.
+    pub fn client(&self, provider: &Provider) -> awc::Client {
+        let resolver = Resolver::custom(EgressResolver {
+            egress: self.egress.clone(),
+            local: provider.local,
+            tls: provider.base_url.starts_with("https://"),
+            provider: provider.name.clone(),
+        });
+        let connector = awc::Connector::new()
+            .connector(actix_tls::connect::Connector::new(resolver).service())
+            .rustls_0_23(self.tls.clone())
+            .timeout(provider.timeouts.connect)
+            .limit(1024)
+            .conn_keep_alive(Duration::from_secs(30));
+        awc::Client::builder()
+            .connector(connector)
+            .timeout(provider.timeouts.first_byte)
+            .disable_redirects()
+            .no_default_headers()
+            .add_default_header((
+                "user-agent",
+                concat!("gatehouse/", env!("CARGO_PKG_VERSION")),
+            ))
+            .finish()
+    }
+}
+
+struct EgressResolver {
+    egress: Arc<EgressPolicy>,
+    local: bool,
+    tls: bool,
+    provider: Arc<str>,
+}
+
+impl Resolve for EgressResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            self.egress
+                .resolve(host, port, self.local, self.tls)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(provider = %self.provider, reason = %e, "egress denied");
+                    Box::new(e) as Box<dyn std::error::Error>
+                })
+        })
+    }
+}
+
+/// This worker's clients, one per provider.
+#[derive(Default)]
+pub struct WorkerClients {
+    clients: RefCell<HashMap<Arc<str>, (u64, awc::Client)>>,
+}
+
+impl WorkerClients {
+    pub fn get(&self, setup: &UpstreamSetup, provider: &Provider) -> awc::Client {
+        let mut clients = self.clients.borrow_mut();
+        if let Some((serial, client)) = clients.get(&provider.name) {
+            if *serial == provider.serial {
+                return client.clone();
+            }
+        }
+        let client = setup.client(provider);
+        clients.insert(provider.name.clone(), (provider.serial, client.clone()));
+        client
+    }
+}
+
+/// Adds the provider's credential the way its API expects it.
+pub fn authorize(req: awc::ClientRequest, provider: &Provider) -> awc::ClientRequest {
+    match (&provider.key, provider.kind) {
+        (None, ProviderKind::OpenAi) => req,
+        (None, ProviderKind::Anthropic) => {
+            req.insert_header(("anthropic-version", ANTHROPIC_VERSION))
+        }
+        (Some(key), ProviderKind::OpenAi) => {
+            req.insert_header(("authorization", format!("Bearer {key}")))
+        }
+        (Some(key), ProviderKind::Anthropic) => req
+            .insert_header(("x-api-key", &**key))
+            .insert_header(("anthropic-version", ANTHROPIC_VERSION)),
+    }
+}
+
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The model-list URL of a provider.
+pub fn models_url(provider: &Provider) -> String {
+    match provider.kind {
+        ProviderKind::OpenAi => format!("{}/models", provider.base_url),
+        ProviderKind::Anthropic => format!("{}/v1/models?limit=1000", provider.base_url),
+    }
+}
+
+/// Model ids a provider lists now (`GET /models`), in its own ids.
+pub async fn list_models(client: &awc::Client, provider: &Provider) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        data: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        id: String,
+    }
+    let req = authorize(client.get(models_url(provider)), provider);
+    let res = req
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("upstream answered {}", res.status().as_u16()));
+    }
+    let mut res = res.timeout(provider.timeouts.total);
+    let body = res
+        .body()
+        .limit(8 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("reading the list failed: {e}"))?;
+    let listed: Listed = serde_json::from_slice(&body)
+        .map_err(|_| "the list is not {\"data\":[{\"id\"}]}".to_string())?;
+    let mut ids: Vec<String> = listed
+        .data
+        .into_iter()
+        .map(|i| i.id)
+        .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The `ProviderActor`'s model lister, on the actor's thread.
+pub struct HttpLister {
+    setup: UpstreamSetup,
+    clients: WorkerClients,
+}
+
+impl HttpLister {
+    pub fn factory(setup: UpstreamSetup) -> gatehouse_actors::gateway::SharedLister {
+        Arc::new(move || {
+            Box::new(HttpLister {
+                setup: setup.clone(),
+                clients: WorkerClients::default(),
+            }) as Box<dyn ModelLister>
+        })
+    }
+}
+
+impl ModelLister for HttpLister {
+    fn list(
+        &self,
+        provider: Arc<Provider>,
+    ) -> LocalBoxFuture<'static, Result<Vec<String>, String>> {
+        let client = self.clients.get(&self.setup, &provider);
+        Box::pin(async move { list_models(&client, &provider).await })
+    }
+}

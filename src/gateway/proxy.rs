@@ -1,0 +1,461 @@
+//! One model call: pick the targets for the model name, try them in order
+//! (skipping providers whose circuit is open), and answer with the first
+//! success — passed through or translated. Connection errors, timeouts,
+//! `5xx` and `429` fall back to the next target; nothing falls back once a
+//! stream has started. Every call leaves one usage record.
+
+use super::clients::{authorize, WorkerClients};
+use super::stream::{Mode, ProxyStream};
+use super::translate;
+use crate::auth::{Principal, Via};
+use crate::error::ApiError;
+use crate::AppState;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpMessage, HttpResponse};
+use gatehouse_actors::gateway::circuit::Admit;
+use gatehouse_actors::gateway::{ProviderKind, Target, UsageSink};
+use gatehouse_actors::model::UsageRecord;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Which API the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Chat,
+    Messages,
+    Embeddings,
+}
+
+/// The largest upstream body read whole (non-stream answers and errors).
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Writes the call's usage record when dropped, however the call ends.
+pub struct CallGuard {
+    sink: UsageSink,
+    record: Option<UsageRecord>,
+    started: Instant,
+    pub tokens: (u64, u64),
+    pub status: u16,
+    /// The stream reached its end (otherwise the client left: 499).
+    pub completed: bool,
+    provider: Arc<str>,
+}
+
+impl CallGuard {
+    fn new(state: &AppState, principal: &Principal, target: &Target, started: Instant) -> Self {
+        let token_id = match &principal.via {
+            Via::Token { id } => Some(id.clone()),
+            _ => None,
+        };
+        CallGuard {
+            sink: state.handles.usage_sink().clone(),
+            record: Some(UsageRecord {
+                at: state.handles.now(),
+                user_id: principal.id.clone(),
+                username: principal.username.clone(),
+                token_id,
+                provider: target.provider.name.to_string(),
+                model: target.public.to_string(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                status: 0,
+                latency_ms: 0,
+                cost: 0.0,
+            }),
+            started,
+            tokens: (0, 0),
+            status: 200,
+            completed: true,
+            provider: target.provider.name.clone(),
+        }
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.prompt_tokens = self.tokens.0;
+        r.completion_tokens = self.tokens.1;
+        r.status = if self.completed || self.status != 200 {
+            self.status
+        } else {
+            499
+        };
+        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        tracing::info!(
+            target: "gatehouse::calls",
+            user = %r.username,
+            token = r.token_id.as_deref().unwrap_or("-"),
+            provider = %r.provider,
+            model = %r.model,
+            status = r.status,
+            prompt_tokens = r.prompt_tokens,
+            completion_tokens = r.completion_tokens,
+            latency_ms = r.latency_ms,
+            "model call"
+        );
+        self.sink.record(r);
+    }
+}
+
+/// Why one target failed, and whether the next may be tried.
+enum Failure {
+    /// Unreachable, timed out, `5xx`, a refused credential, or an unreadable answer.
+    Upstream,
+    RateLimited(Option<Duration>),
+    /// The circuit is open: skipped without a call.
+    Skipped,
+}
+
+/// A finished attempt that the client will see.
+enum Answer {
+    Full(HttpResponse),
+    /// An upstream `4xx` (not 401/403/429), passed on in OpenAI shape.
+    Refused(ApiError),
+    /// The request cannot be put in this provider's shape (no call made).
+    Invalid(ApiError),
+}
+
+pub struct Call<'a> {
+    pub state: &'a AppState,
+    pub clients: &'a WorkerClients,
+    pub principal: &'a Principal,
+    pub surface: Surface,
+    pub body: Value,
+    /// When the request reached the gateway.
+    pub t0: Instant,
+    /// Client headers forwarded on the Anthropic surface (`anthropic-version`, `anthropic-beta`).
+    pub anthropic_headers: Vec<(header::HeaderName, header::HeaderValue)>,
+}
+
+impl Call<'_> {
+    pub async fn run(
+        mut self,
+        targets: Vec<Target>,
+        requested: &str,
+    ) -> Result<HttpResponse, ApiError> {
+        let stream = self.surface != Surface::Embeddings
+            && self.body.get("stream").and_then(Value::as_bool) == Some(true);
+        let wants_usage = self
+            .body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let mut last = Failure::Skipped;
+        let mut last_target = None;
+        for target in targets {
+            let now_ms = (self.state.handles.now().unix_timestamp_nanos() / 1_000_000) as i64;
+            let admit = target.provider.circuit.admit(now_ms);
+            if admit == Admit::Open {
+                tracing::debug!(provider = %target.provider.name, "circuit open; skipped");
+                last_target = Some(target);
+                continue;
+            }
+            let guard = CallGuard::new(self.state, self.principal, &target, self.t0);
+            match self
+                .attempt(&target, stream, wants_usage, requested, guard)
+                .await
+            {
+                Ok(Answer::Full(res)) => {
+                    target.provider.circuit.success();
+                    return Ok(res);
+                }
+                Ok(Answer::Refused(e)) => {
+                    target.provider.circuit.success();
+                    return Err(e);
+                }
+                Ok(Answer::Invalid(e)) => {
+                    target.provider.circuit.abandon_probe();
+                    return Err(e);
+                }
+                Err((failure, mut guard)) => {
+                    match failure {
+                        Failure::RateLimited(_) => target.provider.circuit.abandon_probe(),
+                        _ => target.provider.circuit.failure(now_ms),
+                    }
+                    // Only the last attempt leaves a record for the client's call.
+                    guard.record = None;
+                    last = failure;
+                    last_target = Some(target);
+                }
+            }
+        }
+        let (status, err) = match last {
+            Failure::RateLimited(after) => (
+                429,
+                ApiError::too_many(
+                    "rate_limit_exceeded",
+                    "the provider is rate limiting requests; retry later",
+                    after.unwrap_or(Duration::from_secs(1)),
+                ),
+            ),
+            _ => (502, ApiError::upstream()),
+        };
+        if let Some(target) = last_target {
+            let mut guard = CallGuard::new(self.state, self.principal, &target, self.t0);
+            guard.status = status;
+        }
+        Err(err)
+    }
+
+    /// One target: send, then read or stream the answer.
+    async fn attempt(
+        &mut self,
+        target: &Target,
+        stream: bool,
+        wants_usage: bool,
+        requested: &str,
+        mut guard: CallGuard,
+    ) -> Result<Answer, (Failure, CallGuard)> {
+        let provider = &target.provider;
+        let kind = provider.kind;
+        let (path, payload) = match self.upstream_body(target, stream, wants_usage) {
+            Ok(v) => v,
+            Err(e) => {
+                guard.record = None;
+                return Ok(Answer::Invalid(e));
+            }
+        };
+        let client = self.clients.get(&self.state.upstream, provider);
+        let mut req = authorize(
+            client.post(format!("{}{path}", provider.base_url)),
+            provider,
+        )
+        .insert_header((header::CONTENT_TYPE, "application/json"));
+        if kind == ProviderKind::Anthropic && self.surface == Surface::Messages {
+            for (name, value) in &self.anthropic_headers {
+                req = req.insert_header((name.clone(), value.clone()));
+            }
+        }
+        let sent = Instant::now();
+        let mut res = match req.send_body(payload).await {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "upstream call failed");
+                return Err((Failure::Upstream, guard));
+            }
+        };
+        let status = res.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let after = res
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.clamp(1, 3600)));
+            tracing::warn!(provider = %provider.name, "upstream answered 429");
+            return Err((Failure::RateLimited(after), guard));
+        }
+        if status.is_server_error()
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+        {
+            if status.is_server_error() {
+                tracing::warn!(provider = %provider.name, status = status.as_u16(), "upstream error");
+            } else {
+                tracing::error!(provider = %provider.name, status = status.as_u16(), "the provider refused the gateway's credential");
+            }
+            return Err((Failure::Upstream, guard));
+        }
+        let total_left = provider.timeouts.total.saturating_sub(sent.elapsed());
+        if !status.is_success() {
+            let mut res = res.timeout(total_left);
+            let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
+            let err = passed_on_error(status, &body, provider.key.as_deref());
+            guard.status = err.status.as_u16();
+            return Ok(Answer::Refused(err));
+        }
+        if stream {
+            let mode = match (self.surface, kind) {
+                (Surface::Chat, ProviderKind::OpenAi) => Mode::OpenAi {
+                    strip_usage: !wants_usage,
+                },
+                (Surface::Messages, ProviderKind::Anthropic) => Mode::Anthropic,
+                (Surface::Messages, ProviderKind::OpenAi) => Mode::ChatToMessages(Box::new(
+                    translate::ChatStreamToMessages::new(requested, &message_id()),
+                )),
+                (_, ProviderKind::Anthropic) => Mode::MessagesToChat(Box::new(
+                    translate::MessagesStreamToChat::new(requested, wants_usage),
+                )),
+                (Surface::Embeddings, ProviderKind::OpenAi) => Mode::OpenAi { strip_usage: false },
+            };
+            guard.completed = false;
+            let overhead = overhead_ms(self.t0, sent);
+            let idle = provider.timeouts.first_byte;
+            let body =
+                ProxyStream::new(Box::pin(res.take_payload()), mode, idle, total_left, guard);
+            return Ok(Answer::Full(
+                HttpResponse::Ok()
+                    .content_type("text/event-stream")
+                    .insert_header((header::CACHE_CONTROL, "no-cache"))
+                    .insert_header(("x-accel-buffering", "no"))
+                    .insert_header(("x-gatehouse-overhead-ms", overhead))
+                    .streaming(body),
+            ));
+        }
+        let mut res = res.timeout(total_left);
+        let body = match res.body().limit(MAX_UPSTREAM_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "reading the upstream answer failed");
+                return Err((Failure::Upstream, guard));
+            }
+        };
+        let upstream_done = Instant::now();
+        let out = match (self.surface, kind) {
+            (Surface::Chat | Surface::Embeddings, ProviderKind::OpenAi) => {
+                guard.tokens = usage_of(&body, translate::openai_usage);
+                body
+            }
+            (Surface::Messages, ProviderKind::Anthropic) => {
+                guard.tokens = usage_of(&body, translate::anthropic_usage);
+                body
+            }
+            (Surface::Messages, ProviderKind::OpenAi) => {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(v) => {
+                        guard.tokens = translate::openai_usage(&v).unwrap_or_default();
+                        serde_json::to_vec(&translate::chat_response_to_messages(&v, requested))
+                            .unwrap_or_default()
+                            .into()
+                    }
+                    Err(_) => return Err((Failure::Upstream, guard)),
+                }
+            }
+            (_, ProviderKind::Anthropic) => match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => {
+                    guard.tokens = translate::anthropic_usage(&v).unwrap_or_default();
+                    serde_json::to_vec(&translate::messages_response_to_chat(&v, requested))
+                        .unwrap_or_default()
+                        .into()
+                }
+                Err(_) => return Err((Failure::Upstream, guard)),
+            },
+        };
+        let upstream = upstream_done.duration_since(sent);
+        let overhead = self.t0.elapsed().saturating_sub(upstream);
+        Ok(Answer::Full(
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .insert_header((
+                    "x-gatehouse-overhead-ms",
+                    format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+                ))
+                .body(out),
+        ))
+    }
+
+    /// The upstream path and body for `target`, in the provider's shape.
+    fn upstream_body(
+        &mut self,
+        target: &Target,
+        stream: bool,
+        wants_usage: bool,
+    ) -> Result<(&'static str, Vec<u8>), ApiError> {
+        let invalid = |e: translate::TranslateError| ApiError::bad_request("invalid_request", e.0);
+        let (path, value) = match (self.surface, target.provider.kind) {
+            (Surface::Chat, ProviderKind::OpenAi) => {
+                self.body["model"] = Value::from(&*target.model);
+                if stream && !wants_usage {
+                    if let Some(obj) = self.body.as_object_mut() {
+                        let opts = obj
+                            .entry("stream_options")
+                            .or_insert_with(|| Value::Object(Default::default()));
+                        if let Some(o) = opts.as_object_mut() {
+                            o.insert("include_usage".into(), Value::Bool(true));
+                        } else {
+                            *opts = serde_json::json!({"include_usage": true});
+                        }
+                    }
+                }
+                return Ok((
+                    "/chat/completions",
+                    serde_json::to_vec(&self.body).unwrap_or_default(),
+                ));
+            }
+            (Surface::Embeddings, _) => {
+                self.body["model"] = Value::from(&*target.model);
+                return Ok((
+                    "/embeddings",
+                    serde_json::to_vec(&self.body).unwrap_or_default(),
+                ));
+            }
+            (Surface::Messages, ProviderKind::Anthropic) => {
+                self.body["model"] = Value::from(&*target.model);
+                return Ok((
+                    "/v1/messages",
+                    serde_json::to_vec(&self.body).unwrap_or_default(),
+                ));
+            }
+            (Surface::Messages, ProviderKind::OpenAi) => (
+                "/chat/completions",
+                translate::messages_request_to_chat(&self.body, &target.model).map_err(invalid)?,
+            ),
+            (Surface::Chat, ProviderKind::Anthropic) => (
+                "/v1/messages",
+                translate::chat_request_to_messages(&self.body, &target.model).map_err(invalid)?,
+            ),
+        };
+        Ok((path, serde_json::to_vec(&value).unwrap_or_default()))
+    }
+}
+
+fn message_id() -> String {
+    let mut bytes = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    format!("msg_{}", hex::encode(bytes))
+}
+
+fn overhead_ms(t0: Instant, sent: Instant) -> String {
+    let before = sent.duration_since(t0);
+    format!("{:.3}", before.as_secs_f64() * 1000.0)
+}
+
+/// Usage from an answer without building the whole JSON tree.
+fn usage_of(body: &[u8], read: fn(&Value) -> Option<(u64, u64)>) -> (u64, u64) {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        #[serde(default)]
+        usage: Value,
+    }
+    match serde_json::from_slice::<Only>(body) {
+        Ok(o) => read(&serde_json::json!({ "usage": o.usage })).unwrap_or_default(),
+        Err(_) => (0, 0),
+    }
+}
+
+/// An upstream `4xx` in OpenAI shape: its status, its message (bounded, and
+/// never with the gateway's key in it), its code when it gives one.
+pub fn passed_on_error(status: StatusCode, body: &[u8], key: Option<&str>) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v.get("error").unwrap_or(&Value::Null);
+    let text = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut message = text("message")
+        .or_else(|| e.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("the provider refused the request ({})", status.as_u16()));
+    if let Some(key) = key.filter(|k| k.len() >= 4) {
+        message = message.replace(key, "***");
+    }
+    let message: String = message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(500)
+        .collect();
+    let code = text("code")
+        .or_else(|| text("type"))
+        .filter(|c| c.len() <= 64 && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or_else(|| match status {
+            StatusCode::NOT_FOUND => "model_not_found".to_owned(),
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large".to_owned(),
+            _ => "invalid_request".to_owned(),
+        });
+    ApiError::new(status, "invalid_request_error", code, message)
+}

@@ -1,0 +1,228 @@
+//! Anthropic Messages <-> OpenAI Chat Completions translation, both
+//! directions, for requests, responses and streams. The code is split into
+//! child modules under `translate/`; everything public is re-exported here:
+//! * `anthropic_client`: client speaks Anthropic, upstream is OpenAI
+//!   (`messages_request_to_chat`, `chat_response_to_messages`), and
+//!   `anthropic_client_stream` (`ChatStreamToMessages`);
+//! * `openai_client`: client speaks OpenAI, upstream is Anthropic
+//!   (`chat_request_to_messages`, `messages_response_to_chat`), and
+//!   `openai_client_stream` (`MessagesStreamToChat`).
+//!
+//! Choices beyond the plain field mapping:
+//! * OpenAI `content_filter` maps to Anthropic `refusal` (and back); a
+//!   response carrying tool calls whose finish_reason is `stop`/missing gets
+//!   `tool_use`, since some OpenAI-compatible servers report `stop` there.
+//! * Anthropic-only content (thinking, documents, images inside tool results)
+//!   is dropped when going to OpenAI; unknown OpenAI content parts are a 400.
+//! * Going to Anthropic: `temperature` is clamped to [0, 1], whitespace-only
+//!   stop sequences are dropped and tool ids are reduced to `[A-Za-z0-9_-]`,
+//!   all of which Anthropic would otherwise reject; empty text is dropped.
+//! * `tool_choice` is only sent along with a non-empty `tools` list.
+
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+mod anthropic_client;
+mod anthropic_client_stream;
+mod openai_client;
+mod openai_client_stream;
+
+pub use anthropic_client::{chat_response_to_messages, messages_request_to_chat};
+pub use anthropic_client_stream::ChatStreamToMessages;
+pub use openai_client::{chat_request_to_messages, messages_response_to_chat};
+pub use openai_client_stream::MessagesStreamToChat;
+
+/// A translation failure; its message is meant for a 400 to the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TranslateError(pub String);
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, TranslateError> {
+    Err(TranslateError(msg.into()))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A process-unique id suffix (time + counter), e.g. for `msg_`/`chatcmpl-`.
+fn gen_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}{:06x}",
+        nanos as u64,
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+    )
+}
+
+/// OpenAI `finish_reason` -> Anthropic `stop_reason`.
+fn stop_reason(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic `stop_reason` -> OpenAI `finish_reason`.
+fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Tool-call arguments (JSON text) -> an object; `{}` when unparsable.
+fn parse_args(args: &Value) -> Value {
+    match args {
+        Value::String(s) => serde_json::from_str(s).ok().filter(Value::is_object),
+        Value::Object(_) => Some(args.clone()),
+        _ => None,
+    }
+    .unwrap_or_else(|| json!({}))
+}
+
+/// A string, or the text blocks/parts of an array joined with `sep`.
+fn joined_text(v: &Value, sep: &str) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => {
+            let texts: Vec<&str> = a
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect();
+            Some(texts.join(sep))
+        }
+        _ => None,
+    }
+}
+
+fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn number<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Value>, TranslateError> {
+    match present(obj, key) {
+        Some(v) if !v.is_number() => bad(format!("{key}: must be a number")),
+        v => Ok(v),
+    }
+}
+
+fn positive_int(v: &Value, key: &str) -> Result<u64, TranslateError> {
+    match v.as_u64() {
+        Some(n) if n > 0 => Ok(n),
+        _ => bad(format!("{key}: must be a positive integer")),
+    }
+}
+
+fn flag(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, TranslateError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| TranslateError(format!("{key}: must be a boolean"))),
+    }
+}
+
+fn body(req: &Value) -> Result<(&Map<String, Value>, &Vec<Value>), TranslateError> {
+    let Some(obj) = req.as_object() else {
+        return bad("request body must be a JSON object");
+    };
+    match obj.get("messages") {
+        None | Some(Value::Null) => bad("messages: field required"),
+        Some(Value::Array(msgs)) => Ok((obj, msgs)),
+        Some(_) => bad("messages: must be an array"),
+    }
+}
+
+/// `{"usage":{"prompt_tokens","completion_tokens"}}` of an OpenAI response or
+/// chunk; `None` when usage is absent/null.
+pub fn openai_usage(v: &Value) -> Option<(u64, u64)> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    Some((
+        u["prompt_tokens"].as_u64().unwrap_or(0),
+        u["completion_tokens"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Usage of an Anthropic message, `message_start` (from `message.usage`) or
+/// `message_delta` event: (input + cache creation + cache read, output).
+/// Anthropic reports cumulative counts, so a stream's total is the max of
+/// each component over its events (`message_delta` may lack input: 0).
+pub fn anthropic_usage(v: &Value) -> Option<(u64, u64)> {
+    let u = if v["type"] == "message_start" {
+        &v["message"]["usage"]
+    } else {
+        &v["usage"]
+    };
+    if !u.is_object() {
+        return None;
+    }
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let input = n("input_tokens")
+        .saturating_add(n("cache_creation_input_tokens"))
+        .saturating_add(n("cache_read_input_tokens"));
+    Some((input, n("output_tokens")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_helpers() {
+        let chunk =
+            json!({"usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}});
+        assert_eq!(openai_usage(&chunk), Some((12, 3)));
+        assert_eq!(openai_usage(&json!({"usage": null})), None);
+        assert_eq!(openai_usage(&json!({"choices": []})), None);
+        assert_eq!(openai_usage(&json!([1])), None);
+        assert_eq!(
+            openai_usage(&json!({"usage": {"prompt_tokens": "x"}})),
+            Some((0, 0))
+        );
+
+        let usage = json!({"input_tokens": 10, "cache_creation_input_tokens": 20,
+            "cache_read_input_tokens": 30, "output_tokens": 1});
+        let start = json!({"type": "message_start", "message": {"usage": usage}});
+        assert_eq!(anthropic_usage(&start), Some((60, 1)));
+        let message = json!({"type": "message", "usage": usage});
+        assert_eq!(anthropic_usage(&message), Some((60, 1)));
+        let delta = json!({"type": "message_delta", "usage": {"output_tokens": 99}});
+        assert_eq!(anthropic_usage(&delta), Some((0, 99)));
+        assert_eq!(anthropic_usage(&json!({"type": "ping"})), None);
+        assert_eq!(anthropic_usage(&json!({"type": "message_start"})), None);
+        assert_eq!(anthropic_usage(&json!("x")), None);
+        let max = json!({"usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 5}});
+        assert_eq!(anthropic_usage(&max), Some((u64::MAX, 0)));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(parse_args(&json!("{\"a\":1}")), json!({"a": 1}));
+        for bad in [
+            json!("{\"a\":"),
+            json!("[1]"),
+            json!(""),
+            json!(null),
+            json!(3),
+        ] {
+            assert_eq!(parse_args(&bad), json!({}));
+        }
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| gen_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        let err = TranslateError("messages: field required".into());
+        assert_eq!(err.to_string(), "messages: field required");
+    }
+}

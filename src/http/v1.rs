@@ -1,0 +1,166 @@
+//! The model API: `GET /v1/models`, `POST /v1/chat/completions`,
+//! `POST /v1/embeddings` and `POST /v1/messages`. Handlers read the
+//! published catalog (no message per request), check the principal may
+//! call the model, and hand the call to the proxy.
+
+use crate::accounts::{audit, Actor};
+use crate::auth::{client_ip, Principal, RequestStart, Scope};
+use crate::error::ApiError;
+use crate::gateway::clients::WorkerClients;
+use crate::gateway::proxy::{Call, Surface};
+use crate::http::read_body;
+use crate::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// `GET /v1/models`: the names this principal may call.
+pub async fn models(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Read)?;
+    let catalog = state.handles.catalog().load();
+    let data: Vec<Value> = catalog
+        .model_ids()
+        .into_iter()
+        .filter(|(id, _)| state.config.access.may_call(&principal, id))
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+pub async fn chat_completions(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+) -> Result<HttpResponse, ApiError> {
+    call(req, principal, payload, state, clients, Surface::Chat).await
+}
+
+pub async fn embeddings(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+) -> Result<HttpResponse, ApiError> {
+    call(req, principal, payload, state, clients, Surface::Embeddings).await
+}
+
+pub async fn messages(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+) -> Result<HttpResponse, ApiError> {
+    call(req, principal, payload, state, clients, Surface::Messages).await
+}
+
+async fn call(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+    surface: Surface,
+) -> Result<HttpResponse, ApiError> {
+    let t0 = req
+        .extensions()
+        .get::<RequestStart>()
+        .map_or_else(Instant::now, |s| s.0);
+    principal.require(Scope::Write)?;
+    let bytes = read_body(payload, state.config.server.max_api_body_bytes).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::bad_request("invalid_json", "request body is not valid JSON"))?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the request body must be a JSON object",
+        ));
+    }
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => m.clone(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "model: must be a model name",
+            ))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "model: field required",
+            ))
+        }
+    };
+    if !state.config.access.may_call(&principal, &model) {
+        let who = Actor {
+            id: Some(principal.id.clone()),
+            name: principal.username.clone(),
+            ip: client_ip(&req, &state.config.server.trusted_proxies),
+        };
+        audit(
+            &state,
+            &who,
+            "policy.deny",
+            Some(model.clone()),
+            json!({"route": req.path()}),
+        )
+        .await;
+        return Err(ApiError::forbidden(
+            "model_not_allowed",
+            format!("this credential may not call the model {model:?}"),
+        ));
+    }
+    let catalog = state.handles.catalog().load();
+    let mut targets = catalog
+        .resolve(&model)
+        .ok_or_else(|| model_not_found(&model))?;
+    drop(catalog);
+    if surface == Surface::Embeddings {
+        targets.retain(|t| t.provider.kind == gatehouse_actors::gateway::ProviderKind::OpenAi);
+        if targets.is_empty() {
+            return Err(ApiError::bad_request(
+                "model_not_supported",
+                format!("the model {model:?} does not offer embeddings"),
+            ));
+        }
+    }
+    let anthropic_headers = ["anthropic-version", "anthropic-beta"]
+        .iter()
+        .filter_map(|name| {
+            let value = req.headers().get(*name)?;
+            (value.len() <= 256).then(|| (header::HeaderName::from_static(name), value.clone()))
+        })
+        .collect();
+    Call {
+        state: &state,
+        clients: &clients,
+        principal: &principal,
+        surface,
+        body,
+        t0,
+        anthropic_headers,
+    }
+    .run(targets, &model)
+    .await
+}
+
+fn model_not_found(model: &str) -> ApiError {
+    let shown: String = model
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(256)
+        .collect();
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "model_not_found",
+        format!("the model {shown:?} does not exist or is not offered"),
+    )
+}
