@@ -83,6 +83,15 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
     }
     let _ = std::io::stdout().flush();
     let result = server.run().await;
+    // Usage still in memory goes to the store before the process ends.
+    if let Err(e) = gh
+        .handles()
+        .usage()
+        .send(gatehouse_actors::gateway::usage::FlushUsage)
+        .await
+    {
+        tracing::warn!(error = %e, "could not write the last usage records");
+    }
     let _ = std::fs::remove_file(admin_socket::socket_path(home));
     result.map_err(|source| ServeError::Http { addr, source })
 }
