@@ -101,10 +101,17 @@ fn resolve(req: &ServiceRequest, state: &AppState) -> Resolved {
             None => Resolved::Invalid(bad_token(state)),
         };
     }
-    let token = headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| cookie(req.request(), SESSION_COOKIE));
+    let header_token = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    // A browser sends cookies on cross-site requests too: a state-changing
+    // one that is not provably same-origin is refused (CSRF), whether it
+    // carries the session cookie or is a sign-in.
+    if header_token.is_none() && !req.method().is_safe() && cross_site(req) {
+        return Resolved::Denied(ApiError::forbidden(
+            "cross_site_request",
+            "cross-site request refused: send it from the gateway's own pages or with a token",
+        ));
+    }
+    let token = header_token.or_else(|| cookie(req.request(), SESSION_COOKIE));
     let Some(token) = token else {
         return Resolved::None;
     };
@@ -126,6 +133,32 @@ fn resolve(req: &ServiceRequest, state: &AppState) -> Resolved {
             ))
         }
         _ => Resolved::Invalid(BAD_SESSION),
+    }
+}
+
+/// Whether a browser says this request comes from another site: its
+/// `Origin` is not this host, or `Sec-Fetch-Site` is `cross-site` or
+/// `same-site`. Clients that send neither (curl, SDKs) are not browsers.
+pub fn cross_site(req: &ServiceRequest) -> bool {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, h)| h);
+        return match (origin_host, host) {
+            (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
+            _ => true,
+        };
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) => !matches!(site, "same-origin" | "none"),
+        None => false,
     }
 }
 

@@ -6,6 +6,7 @@ mod bearer;
 mod browser;
 mod cli;
 mod config;
+mod csrf;
 mod durability;
 mod embed;
 mod fakes;
