@@ -353,3 +353,109 @@ pub struct UsageBucket {
     pub requests: u64,
     pub total_tokens: u64,
 }
+
+/// Where a task is in its life (API.md "Tasks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    PendingApproval,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::PendingApproval => "pending_approval",
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Nothing more happens to a task in a final state (unless retried).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// A durable task. `version` grows by one with every write, so a write
+/// based on a stale read is refused instead of undoing another's change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    /// `chat.completion` or `agent.run`.
+    pub kind: String,
+    pub status: TaskStatus,
+    /// The owner's user id.
+    pub owner: String,
+    pub owner_name: String,
+    /// The gateway token that created it, if one did.
+    pub token_id: Option<String>,
+    pub input: serde_json::Value,
+    pub requires_approval: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+    /// How many times it has been started.
+    pub attempts: u32,
+    /// The agent backend's id for an `agent.run` task.
+    pub external_id: Option<String>,
+    /// The instance running it, and until when that claim holds.
+    pub claimed_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub claim_until: Option<OffsetDateTime>,
+    /// Events written so far (the last event's `seq`).
+    pub events: u64,
+    pub version: u64,
+}
+
+/// One event of a task: `kind` is `status`, `output` or `error`; `seq` counts from 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub task_id: String,
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// The first response to a mutating request with an `Idempotency-Key`,
+/// kept for 24 h and replayed for the same key and fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Whose key it is (keys are scoped to the principal).
+    pub principal: String,
+    pub key: String,
+    /// Hex SHA-256 of method, path and body.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub task_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// What [`crate::store::Store::save_task`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveTask {
+    Saved,
+    /// The idempotency key was already used: nothing was written.
+    KeyTaken(IdempotencyRecord),
+    /// The task changed since it was read (or a new task's id exists): nothing was written.
+    Stale,
+}
