@@ -385,6 +385,20 @@ impl TaskStatus {
             TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
         )
     }
+
+    /// The status named by [`TaskStatus::as_str`].
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::PendingApproval,
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
 }
 
 /// A durable task. `version` grows by one with every write, so a write
@@ -419,6 +433,15 @@ pub struct TaskRecord {
     /// Events written so far (the last event's `seq`).
     pub events: u64,
     pub version: u64,
+}
+
+impl TaskRecord {
+    /// Whether an instance may claim it at `now`: queued or running, and
+    /// unclaimed or its claim ran out (`claim_until <= now`).
+    pub fn claimable(&self, now: OffsetDateTime) -> bool {
+        matches!(self.status, TaskStatus::Queued | TaskStatus::Running)
+            && (self.claimed_by.is_none() || self.claim_until.is_none_or(|u| u <= now))
+    }
 }
 
 /// One event of a task: `kind` is `status`, `output` or `error`; `seq` counts from 1.

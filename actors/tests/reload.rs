@@ -123,6 +123,43 @@ impl Store for Gated {
     async fn usage_buckets(&self, q: UsageQuery, s: u64) -> Result<Vec<UsageBucket>, StoreError> {
         self.inner.usage_buckets(q, s).await
     }
+    async fn save_task(
+        &self,
+        t: TaskRecord,
+        e: Vec<TaskEvent>,
+        i: Option<IdempotencyRecord>,
+    ) -> Result<SaveTask, StoreError> {
+        self.inner.save_task(t, e, i).await
+    }
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.inner.get_task(id).await
+    }
+    async fn load_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.inner.load_tasks().await
+    }
+    async fn task_events(&self, id: &str, after: u64) -> Result<Vec<TaskEvent>, StoreError> {
+        self.inner.task_events(id, after).await
+    }
+    async fn get_idempotency(
+        &self,
+        p: &str,
+        k: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.inner.get_idempotency(p, k, now).await
+    }
+    async fn sweep_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.inner.sweep_idempotency(now).await
+    }
+    async fn claim_tasks(
+        &self,
+        i: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        n: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        self.inner.claim_tasks(i, now, until, n).await
+    }
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.inner.check_writable().await
     }

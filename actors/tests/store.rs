@@ -82,6 +82,13 @@ both!(
     an_empty_usage_batch_is_a_no_op,
     usage_outlives_its_user,
     huge_usage_counts_saturate,
+    tasks_are_saved_with_their_events_and_key,
+    an_idempotency_key_is_taken_once,
+    task_versions_refuse_stale_writes,
+    concurrent_saves_with_one_key_save_one_task,
+    claims_take_runnable_tasks_oldest_first,
+    concurrent_claims_never_share_a_task,
+    idempotency_sweeps_and_reads_skip_expired,
 );
 
 fn now() -> OffsetDateTime {
@@ -229,6 +236,61 @@ fn token(user_id: &str) -> TokenRecord {
         rotated_from: None,
         last_used_at: None,
     }
+}
+
+fn task(id: &str, status: TaskStatus, created_at: OffsetDateTime) -> TaskRecord {
+    TaskRecord {
+        id: id.into(),
+        kind: "chat.completion".into(),
+        status,
+        owner: "u1".into(),
+        owner_name: "ann".into(),
+        token_id: Some("tok1".into()),
+        input: serde_json::json!({"model": "openai/gpt", "messages": [{"role": "user", "content": "hi"}]}),
+        requires_approval: false,
+        created_at,
+        updated_at: created_at,
+        result: None,
+        error: None,
+        attempts: 0,
+        external_id: None,
+        claimed_by: None,
+        claim_until: None,
+        events: 0,
+        version: 1,
+    }
+}
+
+fn event(task_id: &str, seq: u64, kind: &str) -> TaskEvent {
+    TaskEvent {
+        task_id: task_id.into(),
+        seq,
+        at: T0 + Duration::seconds(seq as i64),
+        kind: kind.into(),
+        data: serde_json::json!({"seq": seq, "text": "x"}),
+    }
+}
+
+fn idem(
+    principal: &str,
+    key: &str,
+    task_id: &str,
+    created_at: OffsetDateTime,
+) -> IdempotencyRecord {
+    IdempotencyRecord {
+        principal: principal.into(),
+        key: key.into(),
+        fingerprint: "ab".repeat(32),
+        status: 202,
+        body: serde_json::json!({"id": task_id, "status": "queued"}),
+        task_id: Some(task_id.into()),
+        created_at,
+        expires_at: created_at + Duration::hours(24),
+    }
+}
+
+fn ids(tasks: &[TaskRecord]) -> Vec<&str> {
+    tasks.iter().map(|t| t.id.as_str()).collect()
 }
 
 mod cases {
@@ -847,9 +909,386 @@ mod cases {
             .all(|r| matches!(r, Err(GatehouseError::Conflict(_)))));
         assert_eq!(s.load_users().await.unwrap().len(), 1);
     }
+
+    pub async fn tasks_are_saved_with_their_events_and_key(s: &dyn Store) {
+        let mut t = task("t1", TaskStatus::Queued, T0);
+        t.events = 2;
+        let evs = vec![event("t1", 1, "status"), event("t1", 2, "output")];
+        let key = idem("user:u1", "k1", "t1", T0);
+        let saved = s.save_task(t.clone(), evs.clone(), Some(key.clone()));
+        assert_eq!(saved.await.unwrap(), SaveTask::Saved);
+        assert_eq!(s.get_task("t1").await.unwrap(), Some(t.clone()));
+        assert_eq!(s.get_task("nope").await.unwrap(), None);
+        assert_eq!(s.task_events("t1", 0).await.unwrap(), evs);
+        assert_eq!(s.task_events("t1", 1).await.unwrap(), evs[1..]);
+        assert!(s.task_events("t1", 2).await.unwrap().is_empty());
+        assert!(s.task_events("t1", u64::MAX).await.unwrap().is_empty());
+        assert!(s.task_events("nope", 0).await.unwrap().is_empty());
+        assert_eq!(
+            s.get_idempotency("user:u1", "k1", T0).await.unwrap(),
+            Some(key)
+        );
+
+        // Oldest first, then by id; a task whose id extends another's keeps
+        // its events apart.
+        let mut t10 = task("t10", TaskStatus::Running, T0 + Duration::seconds(1));
+        t10.events = 1;
+        for (x, evs) in [
+            (
+                task("t0", TaskStatus::Queued, T0 - Duration::minutes(1)),
+                vec![],
+            ),
+            (task("a1", TaskStatus::Succeeded, T0), vec![]),
+            (t10, vec![event("t10", 1, "status")]),
+        ] {
+            assert_eq!(s.save_task(x, evs, None).await.unwrap(), SaveTask::Saved);
+        }
+        let all = s.load_tasks().await.unwrap();
+        assert_eq!(ids(&all), vec!["t0", "a1", "t1", "t10"]);
+        assert_eq!(all[2], t);
+        assert_eq!(s.task_events("t1", 0).await.unwrap(), evs);
+        assert_eq!(s.task_events("t10", 0).await.unwrap().len(), 1);
+
+        // An event of another task is refused, and nothing is written.
+        let x = task("x", TaskStatus::Queued, T0);
+        let k = idem("user:u1", "kx", "x", T0);
+        assert!(s
+            .save_task(x, vec![event("t1", 3, "status")], Some(k))
+            .await
+            .is_err());
+        assert_eq!(s.get_task("x").await.unwrap(), None);
+        assert_eq!(s.get_idempotency("user:u1", "kx", T0).await.unwrap(), None);
+        assert_eq!(s.task_events("t1", 0).await.unwrap(), evs);
+    }
+
+    pub async fn an_idempotency_key_is_taken_once(s: &dyn Store) {
+        let first = idem("user:u1", "k", "a", T0);
+        let saved = s.save_task(
+            task("a", TaskStatus::Queued, T0),
+            vec![event("a", 1, "status")],
+            Some(first.clone()),
+        );
+        assert_eq!(saved.await.unwrap(), SaveTask::Saved);
+
+        // The same principal and key: refused with the first record, nothing written.
+        let again = s.save_task(
+            task("b", TaskStatus::Queued, T0),
+            vec![event("b", 1, "status")],
+            Some(idem("user:u1", "k", "b", T0 + Duration::minutes(1))),
+        );
+        assert_eq!(again.await.unwrap(), SaveTask::KeyTaken(first.clone()));
+        assert_eq!(s.get_task("b").await.unwrap(), None);
+        assert!(s.task_events("b", 0).await.unwrap().is_empty());
+        assert_eq!(s.task_events("a", 0).await.unwrap().len(), 1);
+        assert_eq!(ids(&s.load_tasks().await.unwrap()), vec!["a"]);
+        assert_eq!(
+            s.get_idempotency("user:u1", "k", T0).await.unwrap(),
+            Some(first.clone())
+        );
+
+        // Keys are per principal.
+        let other = idem("user:u2", "k", "c", T0);
+        let saved = s.save_task(
+            task("c", TaskStatus::Queued, T0),
+            vec![],
+            Some(other.clone()),
+        );
+        assert_eq!(saved.await.unwrap(), SaveTask::Saved);
+        assert_eq!(
+            s.get_idempotency("user:u2", "k", T0).await.unwrap(),
+            Some(other)
+        );
+
+        // A record still live a microsecond before it expires is taken; one
+        // that expired (`expires_at <= created_at` of the new one) is replaced.
+        let almost = first.expires_at - Duration::microseconds(1);
+        let early = s.save_task(
+            task("d", TaskStatus::Queued, almost),
+            vec![],
+            Some(idem("user:u1", "k", "d", almost)),
+        );
+        assert_eq!(early.await.unwrap(), SaveTask::KeyTaken(first.clone()));
+        let later = idem("user:u1", "k", "e", first.expires_at);
+        let replaced = s.save_task(
+            task("e", TaskStatus::Queued, first.expires_at),
+            vec![],
+            Some(later.clone()),
+        );
+        assert_eq!(replaced.await.unwrap(), SaveTask::Saved);
+        assert_eq!(
+            s.get_idempotency("user:u1", "k", first.expires_at)
+                .await
+                .unwrap(),
+            Some(later)
+        );
+        assert_eq!(ids(&s.load_tasks().await.unwrap()), vec!["a", "c", "e"]);
+    }
+
+    pub async fn task_versions_refuse_stale_writes(s: &dyn Store) {
+        let mut v1 = task("v", TaskStatus::Queued, T0);
+        v1.events = 1;
+        let saved = s.save_task(v1.clone(), vec![event("v", 1, "status")], None);
+        assert_eq!(saved.await.unwrap(), SaveTask::Saved);
+
+        let mut v2 = v1.clone();
+        v2.version = 2;
+        v2.status = TaskStatus::Running;
+        v2.attempts = 1;
+        v2.claimed_by = Some("i1".into());
+        v2.claim_until = Some(T0 + Duration::minutes(1));
+        v2.updated_at = T0 + Duration::seconds(5);
+        v2.events = 2;
+        let saved = s.save_task(v2.clone(), vec![event("v", 2, "status")], None);
+        assert_eq!(saved.await.unwrap(), SaveTask::Saved);
+        assert_eq!(s.get_task("v").await.unwrap(), Some(v2.clone()));
+
+        // Based on version 1, which is no longer stored: refused, nothing
+        // written (not its events, not its idempotency key).
+        let mut stale = v1.clone();
+        stale.version = 2;
+        stale.status = TaskStatus::Cancelled;
+        stale.events = 3;
+        let refused = s.save_task(
+            stale.clone(),
+            vec![event("v", 3, "status")],
+            Some(idem("user:u1", "kv", "v", T0)),
+        );
+        assert_eq!(refused.await.unwrap(), SaveTask::Stale);
+        assert_eq!(s.get_task("v").await.unwrap(), Some(v2.clone()));
+        assert_eq!(s.task_events("v", 0).await.unwrap().len(), 2);
+        assert_eq!(s.get_idempotency("user:u1", "kv", T0).await.unwrap(), None);
+        for version in [0, 4] {
+            let mut x = v2.clone();
+            x.version = version;
+            let r = s.save_task(x, vec![], None).await.unwrap();
+            assert_eq!(r, SaveTask::Stale, "version {version}");
+        }
+
+        // A new task whose id exists, or an update of a task that does not.
+        let mut dup = task("v", TaskStatus::Queued, T0 + Duration::hours(1));
+        dup.owner = "u2".into();
+        assert_eq!(
+            s.save_task(dup, vec![], None).await.unwrap(),
+            SaveTask::Stale
+        );
+        let mut ghost = task("ghost", TaskStatus::Queued, T0);
+        ghost.version = 2;
+        assert_eq!(
+            s.save_task(ghost, vec![], None).await.unwrap(),
+            SaveTask::Stale
+        );
+        assert_eq!(s.get_task("ghost").await.unwrap(), None);
+        assert_eq!(s.get_task("v").await.unwrap(), Some(v2.clone()));
+
+        // Based on the stored version it goes through, with the key.
+        let mut v3 = v2.clone();
+        v3.version = 3;
+        v3.status = TaskStatus::Succeeded;
+        v3.result = Some(serde_json::json!({"text": "done", "n": 1.5}));
+        v3.events = 3;
+        let key = idem("user:u1", "kv", "v", T0);
+        let saved = s.save_task(v3.clone(), vec![event("v", 3, "status")], Some(key.clone()));
+        assert_eq!(saved.await.unwrap(), SaveTask::Saved);
+        assert_eq!(s.get_task("v").await.unwrap(), Some(v3));
+        assert_eq!(s.task_events("v", 0).await.unwrap().len(), 3);
+        assert_eq!(
+            s.get_idempotency("user:u1", "kv", T0).await.unwrap(),
+            Some(key)
+        );
+    }
+
+    pub async fn concurrent_saves_with_one_key_save_one_task(s: &dyn Store) {
+        let results = futures_util::future::join_all((0..20).map(|i| {
+            let id = format!("c{i:02}");
+            let t = task(&id, TaskStatus::Queued, T0);
+            let evs = vec![event(&id, 1, "status")];
+            s.save_task(t, evs, Some(idem("user:u1", "same", &id, T0)))
+        }))
+        .await;
+        let results: Vec<SaveTask> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            results.iter().filter(|r| **r == SaveTask::Saved).count(),
+            1,
+            "{results:?}"
+        );
+        let stored = s.load_tasks().await.unwrap();
+        assert_eq!(stored.len(), 1, "exactly one task is stored");
+        let winner = &stored[0].id;
+        let key = s
+            .get_idempotency("user:u1", "same", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(key.task_id.as_ref(), Some(winner));
+        for r in &results {
+            if *r != SaveTask::Saved {
+                assert_eq!(*r, SaveTask::KeyTaken(key.clone()));
+            }
+        }
+        for i in 0..20 {
+            let id = format!("c{i:02}");
+            let n = s.task_events(&id, 0).await.unwrap().len();
+            assert_eq!(n, usize::from(id == *winner), "{id}");
+        }
+    }
+
+    pub async fn claims_take_runnable_tasks_oldest_first(s: &dyn Store) {
+        let at = |m: i64| T0 + Duration::minutes(m);
+        let mut dead = task("r_dead", TaskStatus::Running, at(1));
+        dead.claimed_by = Some("gone".into());
+        dead.claim_until = Some(at(9));
+        let mut busy = task("r_busy", TaskStatus::Running, at(3));
+        busy.claimed_by = Some("other".into());
+        busy.claim_until = Some(at(60));
+        let mut all = vec![
+            task("q1", TaskStatus::Queued, at(0)),
+            dead,
+            task("q2", TaskStatus::Queued, at(2)),
+            busy,
+            task("q3", TaskStatus::Queued, at(4)),
+        ];
+        for (i, st) in [
+            TaskStatus::PendingApproval,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Older than all the rest, never claimed.
+            all.push(task(&format!("n{i}"), st, at(-10)));
+        }
+        for t in &all {
+            assert_eq!(
+                s.save_task(t.clone(), vec![], None).await.unwrap(),
+                SaveTask::Saved
+            );
+        }
+        let now = at(10);
+        let until = now + Duration::seconds(30);
+
+        let a = s.claim_tasks("a", now, until, 2).await.unwrap();
+        assert_eq!(ids(&a), vec!["q1", "r_dead"]);
+        for t in &a {
+            assert_eq!(t.claimed_by.as_deref(), Some("a"));
+            assert_eq!(t.claim_until, Some(until));
+            assert_eq!(t.version, 2);
+            assert_eq!(
+                s.get_task(&t.id).await.unwrap().as_ref(),
+                Some(t),
+                "as stored"
+            );
+        }
+        assert_eq!(a[0].status, TaskStatus::Queued, "a claim changes no status");
+        assert!(s.claim_tasks("a", now, until, 0).await.unwrap().is_empty());
+
+        // Fresh claims are not taken again.
+        let b = s.claim_tasks("b", now, until, 10).await.unwrap();
+        assert_eq!(ids(&b), vec!["q2", "q3"]);
+        assert!(s.claim_tasks("c", now, until, 10).await.unwrap().is_empty());
+
+        // At `claim_until` the claims of a and b have run out; other's has not.
+        let later = until + Duration::seconds(30);
+        let c = s.claim_tasks("c", until, later, 10).await.unwrap();
+        assert_eq!(ids(&c), vec!["q1", "r_dead", "q2", "q3"]);
+        assert!(c.iter().all(|t| t.claimed_by.as_deref() == Some("c")));
+        assert_eq!(c[0].version, 3);
+
+        let d = s.claim_tasks("d", at(120), at(121), 100).await.unwrap();
+        assert_eq!(ids(&d), vec!["q1", "r_dead", "q2", "r_busy", "q3"]);
+        for i in 0..4 {
+            let n = s.get_task(&format!("n{i}")).await.unwrap().unwrap();
+            assert_eq!((n.claimed_by, n.version), (None, 1));
+        }
+    }
+
+    pub async fn concurrent_claims_never_share_a_task(s: &dyn Store) {
+        let now = T0 + Duration::hours(1);
+        let until = now + Duration::hours(1);
+        for round in 0..5 {
+            let mut want = Vec::new();
+            for i in 0..8 {
+                let id = format!("r{round}t{i}");
+                let t = task(&id, TaskStatus::Queued, T0 + Duration::seconds(i));
+                assert_eq!(s.save_task(t, vec![], None).await.unwrap(), SaveTask::Saved);
+                want.push(id);
+            }
+            let (a, b) = futures_util::join!(
+                s.claim_tasks("a", now, until, 8),
+                s.claim_tasks("b", now, until, 8)
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let mut got: Vec<String> = ids(&a)
+                .into_iter()
+                .chain(ids(&b))
+                .map(String::from)
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "each task claimed exactly once: {a:?} {b:?}");
+            for t in &a {
+                assert_eq!(
+                    s.get_task(&t.id)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .claimed_by
+                        .as_deref(),
+                    Some("a")
+                );
+            }
+            for t in &b {
+                assert_eq!(
+                    s.get_task(&t.id)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .claimed_by
+                        .as_deref(),
+                    Some("b")
+                );
+            }
+        }
+    }
+
+    pub async fn idempotency_sweeps_and_reads_skip_expired(s: &dyn Store) {
+        let mut keys = Vec::new();
+        for (name, hours) in [("old", 1), ("edge", 2), ("live", 3)] {
+            let mut k = idem("user:u1", name, name, T0);
+            k.expires_at = T0 + Duration::hours(hours);
+            let t = task(name, TaskStatus::Queued, T0);
+            assert_eq!(
+                s.save_task(t, vec![], Some(k.clone())).await.unwrap(),
+                SaveTask::Saved
+            );
+            keys.push(k);
+        }
+        let get = |key: &'static str, at: OffsetDateTime| s.get_idempotency("user:u1", key, at);
+        let just_before = keys[0].expires_at - Duration::microseconds(1);
+        assert_eq!(
+            get("old", just_before).await.unwrap(),
+            Some(keys[0].clone())
+        );
+        assert_eq!(get("old", keys[0].expires_at).await.unwrap(), None);
+        assert_eq!(get("nope", T0).await.unwrap(), None);
+
+        assert_eq!(s.sweep_idempotency(T0).await.unwrap(), 0);
+        assert_eq!(s.sweep_idempotency(keys[1].expires_at).await.unwrap(), 2);
+        assert_eq!(get("old", T0).await.unwrap(), None, "swept");
+        assert_eq!(get("edge", T0).await.unwrap(), None, "swept at expires_at");
+        assert_eq!(get("live", T0).await.unwrap(), Some(keys[2].clone()));
+        assert_eq!(s.sweep_idempotency(keys[1].expires_at).await.unwrap(), 0);
+        assert_eq!(
+            s.sweep_idempotency(T0 + Duration::days(1)).await.unwrap(),
+            1
+        );
+        assert_eq!(get("live", T0).await.unwrap(), None);
+        assert_eq!(s.load_tasks().await.unwrap().len(), 3, "tasks stay");
+    }
 }
 
-/// Usage records are durable: a store opened again on the same data sees them.
+/// Usage records, tasks and their events are durable: a store opened again
+/// on the same data sees them.
 mod reopen {
     use super::*;
 
@@ -888,6 +1327,73 @@ mod reopen {
         s.record_usage(again).await.unwrap();
         let rows = s.usage_summary(UsageQuery::default()).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 12);
+    }
+
+    /// Saves a task with two events and a key, then a second version with a
+    /// third event.
+    async fn write_tasks(s: &dyn Store) -> TaskRecord {
+        let mut t = task("durable", TaskStatus::Queued, T0);
+        t.events = 2;
+        let evs = vec![event("durable", 1, "status"), event("durable", 2, "output")];
+        let k = idem("user:u1", "k", "durable", T0);
+        assert_eq!(
+            s.save_task(t.clone(), evs, Some(k)).await.unwrap(),
+            SaveTask::Saved
+        );
+        t.version = 2;
+        t.events = 3;
+        t.status = TaskStatus::Succeeded;
+        let ev = vec![event("durable", 3, "status")];
+        assert_eq!(
+            s.save_task(t.clone(), ev, None).await.unwrap(),
+            SaveTask::Saved
+        );
+        t
+    }
+
+    /// After reopening: everything is there, and the next version saves.
+    async fn check_tasks(s: &dyn Store, t: &TaskRecord) {
+        assert_eq!(s.load_tasks().await.unwrap(), vec![t.clone()]);
+        let evs = s.task_events(&t.id, 0).await.unwrap();
+        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(evs[2], event("durable", 3, "status"));
+        assert_eq!(
+            s.get_idempotency("user:u1", "k", T0).await.unwrap(),
+            Some(idem("user:u1", "k", "durable", T0))
+        );
+        let mut next = t.clone();
+        next.version = 3;
+        assert_eq!(
+            s.save_task(t.clone(), vec![], None).await.unwrap(),
+            SaveTask::Stale
+        );
+        assert_eq!(
+            s.save_task(next, vec![], None).await.unwrap(),
+            SaveTask::Saved
+        );
+    }
+
+    #[actix_rt::test]
+    async fn sled_tasks_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = {
+            let s = SledStore::open(dir.path()).unwrap();
+            write_tasks(&s).await
+        };
+        let s = open_again(dir.path()).await;
+        check_tasks(&s, &t).await;
+    }
+
+    #[actix_rt::test]
+    async fn postgres_tasks_survive_reconnecting() {
+        let schema = format!("gh_t_{}", &random_id()[..12]);
+        let t = {
+            let s = PgStore::connect(&pg_url(), Some(&schema)).await.unwrap();
+            write_tasks(&s).await
+        };
+        let s = PgStore::connect(&pg_url(), Some(&schema)).await.unwrap();
+        check_tasks(&s, &t).await;
+        s.drop_schema().await.unwrap();
     }
 
     #[actix_rt::test]

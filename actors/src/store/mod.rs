@@ -12,8 +12,9 @@ pub use sled_store::SledStore;
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UsageBucket,
-    UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
+    AuditEvent, IdempotencyRecord, OAuthState, SaveTask, SessionRecord, SigningKeyRecord,
+    TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery, UsageRecord,
+    UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -63,6 +64,18 @@ fn finite_cost(cost: f64) -> f64 {
         cost
     } else {
         0.0
+    }
+}
+
+/// What both backends refuse before `save_task` writes anything: an event
+/// of another task (a caller's bug, not a domain answer).
+fn check_task_events(task: &TaskRecord, events: &[TaskEvent]) -> Result<(), StoreError> {
+    match events.iter().find(|e| e.task_id != task.id) {
+        Some(e) => Err(StoreError::Backend(format!(
+            "save_task: event {} belongs to another task",
+            e.seq
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -181,6 +194,51 @@ pub trait Store: Send + Sync + 'static {
         q: UsageQuery,
         bucket_secs: u64,
     ) -> Result<Vec<UsageBucket>, StoreError>;
+
+    // --- tasks and idempotency keys -------------------------------------
+    // Tasks are not cached by actors, so writing them notifies no one.
+
+    /// Writes `task` (insert when new, else replace), appends `events`, and, when
+    /// given, inserts the idempotency record — all or nothing, durable when it returns.
+    /// Refused without writing anything:
+    /// - `KeyTaken(existing)` when `idem`'s (principal, key) is already stored (and not expired: an expired one is replaced);
+    /// - `Stale` when the stored task's version is not `task.version - 1`
+    ///   (for a new task, `task.version` must be 1 and no task with its id may exist).
+    ///
+    /// "Expired" is as of `idem.created_at` (the request's time), so the store
+    /// reads no clock. An event of another task is an error.
+    async fn save_task(
+        &self,
+        task: TaskRecord,
+        events: Vec<TaskEvent>,
+        idem: Option<IdempotencyRecord>,
+    ) -> Result<SaveTask, StoreError>;
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+    /// Every task, oldest first (created_at, then id).
+    async fn load_tasks(&self) -> Result<Vec<TaskRecord>, StoreError>;
+    /// The task's events with `seq > after`, in order.
+    async fn task_events(&self, task_id: &str, after: u64) -> Result<Vec<TaskEvent>, StoreError>;
+    /// The stored response for (principal, key), unless it expired.
+    async fn get_idempotency(
+        &self,
+        principal: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Deletes idempotency records whose `expires_at` <= now; answers how many.
+    async fn sweep_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Claims up to `limit` tasks for `instance`, oldest first: tasks whose status is `queued`
+    /// or `running` and that are unclaimed or whose `claim_until` <= now (their instance died).
+    /// Sets `claimed_by = instance`, `claim_until = until`, bumps `version`, and answers the
+    /// claimed tasks as stored. Atomic: two instances claiming at once never get the same task
+    /// (PostgreSQL: one transaction with `SELECT … FOR UPDATE SKIP LOCKED`; sled: one lock).
+    async fn claim_tasks(
+        &self,
+        instance: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError>;
 
     // --- health ----------------------------------------------------------
     /// Writes and flushes a probe record.

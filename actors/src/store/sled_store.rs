@@ -1,13 +1,16 @@
 //! The embedded backend. Every write is followed by `flush` before it returns,
 //! so an acknowledged write survives `kill -9`. Compound writes that touch a
-//! user and their sessions run under one lock and one multi-tree transaction.
+//! user and their sessions run under one lock and one multi-tree transaction;
+//! so do task writes (the task, its events and an idempotency key), under a
+//! lock of their own.
 
-use super::{bucket_width, finite_cost, EndSessions, Store};
+use super::{bucket_width, check_task_events, finite_cost, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UsageBucket,
-    UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
+    AuditEvent, IdempotencyRecord, OAuthState, SaveTask, SessionRecord, SigningKeyRecord,
+    TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery, UsageRecord,
+    UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -35,9 +38,17 @@ struct Inner {
     avatars: Tree,
     /// Usage records by time: [`usage_time_key`] of `at`, then a unique id.
     usage: Tree,
+    /// Task id → task.
+    tasks: Tree,
+    /// [`event_key`] → task event.
+    task_events: Tree,
+    /// [`idem_key`] → idempotency record.
+    idempotency: Tree,
     meta: Tree,
     /// Serialises writes that read sessions and then change them with a user.
     user_lock: Mutex<()>,
+    /// Serialises task and idempotency writes, each a read-check-write.
+    task_lock: Mutex<()>,
 }
 
 impl SledStore {
@@ -57,9 +68,13 @@ impl SledStore {
             keys: db.open_tree("signing_keys")?,
             avatars: db.open_tree("avatars")?,
             usage: db.open_tree("usage")?,
+            tasks: db.open_tree("tasks")?,
+            task_events: db.open_tree("task_events")?,
+            idempotency: db.open_tree("idempotency")?,
             meta: db.open_tree("meta")?,
             db,
             user_lock: Mutex::new(()),
+            task_lock: Mutex::new(()),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -79,6 +94,18 @@ impl SledStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("blocking task: {e}")))?
+    }
+
+    /// Runs `f`, which only reads, on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Backend(format!("blocking task: {e}")))?
     }
 
     async fn run_store<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -111,6 +138,37 @@ fn name_key(username: &str) -> Vec<u8> {
 /// (times before 1970 included) and a time range is a key range.
 fn usage_time_key(at: OffsetDateTime) -> [u8; 16] {
     ((at.unix_timestamp_nanos() as u128) ^ (1 << 127)).to_be_bytes()
+}
+
+/// The task id, a 0 byte, then the big-endian `seq`: a task's events sort
+/// by `seq`, after every key of a task whose id is a prefix of this one.
+fn event_key(task_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(task_id.len() + 9);
+    k.extend_from_slice(task_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The principal, a 0 byte, then the key.
+fn idem_key(principal: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(principal.len() + 1 + key.len());
+    k.extend_from_slice(principal.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Oldest first: `created_at`, then id.
+fn sort_tasks(tasks: &mut [TaskRecord]) {
+    tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+}
+
+fn store_tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(s) => s,
+        TransactionError::Storage(s) => s.into(),
+    }
 }
 
 fn tx_err(e: TransactionError<GatehouseError>) -> GatehouseError {
@@ -726,6 +784,172 @@ impl Store for SledStore {
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn save_task(
+        &self,
+        task: TaskRecord,
+        events: Vec<TaskEvent>,
+        idem: Option<IdempotencyRecord>,
+    ) -> Result<SaveTask, StoreError> {
+        check_task_events(&task, &events)?;
+        self.run_store(move |i| {
+            let _guard = i.task_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let idem_key = idem.as_ref().map(|r| idem_key(&r.principal, &r.key));
+            if let (Some(new), Some(k)) = (&idem, &idem_key) {
+                if let Some(v) = i.idempotency.get(k)? {
+                    let existing: IdempotencyRecord = from_json(&v)?;
+                    if existing.expires_at > new.created_at {
+                        return Ok(SaveTask::KeyTaken(existing));
+                    }
+                }
+            }
+            let stored = match i.tasks.get(task.id.as_bytes())? {
+                Some(v) => Some(from_json::<TaskRecord>(&v)?.version),
+                None => None,
+            };
+            let expected = match stored {
+                None => task.version == 1,
+                Some(v) => task.version >= 2 && v == task.version - 1,
+            };
+            if !expected {
+                return Ok(SaveTask::Stale);
+            }
+            let task_bytes = to_json(&task)?;
+            let event_bytes = events
+                .iter()
+                .map(|e| Ok((e.seq, event_key(&e.task_id, e.seq), to_json(e)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let idem_bytes = idem.as_ref().map(to_json).transpose()?;
+            (&i.tasks, &i.task_events, &i.idempotency)
+                .transaction(|(tasks, evs, keys)| {
+                    tasks.insert(task.id.as_bytes(), task_bytes.as_slice())?;
+                    for (seq, k, v) in &event_bytes {
+                        if evs.insert(k.as_slice(), v.as_slice())?.is_some() {
+                            // As PostgreSQL's primary key: never overwritten.
+                            return Err(ConflictableTransactionError::Abort(StoreError::Backend(
+                                format!("save_task: event {seq} of the task exists"),
+                            )));
+                        }
+                    }
+                    if let (Some(k), Some(v)) = (&idem_key, &idem_bytes) {
+                        keys.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .map_err(store_tx_err)?;
+            Ok(SaveTask::Saved)
+        })
+        .await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |i| match i.tasks.get(id.as_bytes())? {
+            Some(v) => Ok(Some(from_json(&v)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn load_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.read(|i| {
+            let mut tasks: Vec<TaskRecord> = Inner::load_all(&i.tasks)?;
+            sort_tasks(&mut tasks);
+            Ok(tasks)
+        })
+        .await
+    }
+
+    async fn task_events(&self, task_id: &str, after: u64) -> Result<Vec<TaskEvent>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let task_id = task_id.to_owned();
+        self.read(move |i| {
+            // From (id, after + 1) up to the end of the id's 0-separated prefix.
+            let start = event_key(&task_id, first);
+            let mut end = task_id.into_bytes();
+            end.push(1);
+            i.task_events
+                .range(start..end)
+                .values()
+                .map(|v| from_json(&v?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_idempotency(
+        &self,
+        principal: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let k = idem_key(principal, key);
+        self.read(move |i| {
+            let Some(v) = i.idempotency.get(k)? else {
+                return Ok(None);
+            };
+            let r: IdempotencyRecord = from_json(&v)?;
+            Ok((r.expires_at > now).then_some(r))
+        })
+        .await
+    }
+
+    async fn sweep_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.run_store(move |i| {
+            // Under the task lock, so a live record that replaced an expired
+            // one in between is never swept.
+            let _guard = i.task_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in i.idempotency.iter() {
+                let (k, v) = item?;
+                if from_json::<IdempotencyRecord>(&v)?.expires_at <= now {
+                    batch.remove(k);
+                    n += 1;
+                }
+            }
+            i.idempotency.apply_batch(batch)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn claim_tasks(
+        &self,
+        instance: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let instance = instance.to_owned();
+        self.run_store(move |i| {
+            let _guard = i.task_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due = Vec::new();
+            for v in i.tasks.iter().values() {
+                let t: TaskRecord = from_json(&v?)?;
+                if t.claimable(now) {
+                    due.push(t);
+                }
+            }
+            sort_tasks(&mut due);
+            due.truncate(limit);
+            let mut batch = sled::Batch::default();
+            for t in &mut due {
+                t.claimed_by = Some(instance.clone());
+                t.claim_until = Some(until);
+                t.version += 1;
+                batch.insert(t.id.as_bytes(), to_json(t)?);
+            }
+            i.tasks.apply_batch(batch)?;
+            Ok(due)
+        })
+        .await
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

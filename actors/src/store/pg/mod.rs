@@ -2,8 +2,9 @@
 //!
 //! Each table keeps the record as the same JSON the sled backend writes, plus
 //! the key columns derived from it that uniqueness, foreign keys, sweeps and
-//! ordering need (`actors/migrations/`); usage records alone are plain
-//! columns, which summaries aggregate in SQL. Every operation runs as one
+//! ordering need (`actors/migrations/`); usage records are plain columns,
+//! which summaries aggregate in SQL, and so are tasks, their events and
+//! idempotency keys, which claims and sweeps select on. Every operation runs as one
 //! statement or one transaction and returns only after `COMMIT`, which
 //! PostgreSQL makes durable (default `synchronous_commit`).
 //!
@@ -24,6 +25,7 @@ mod migrate;
 mod misc;
 mod sessions;
 mod sql;
+mod tasks;
 mod tokens;
 mod usage;
 mod users;
@@ -35,8 +37,9 @@ use super::{Change, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, OAuthState, SessionRecord, SigningKeyRecord, TokenChange, TokenRecord, UsageBucket,
-    UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
+    AuditEvent, IdempotencyRecord, OAuthState, SaveTask, SessionRecord, SigningKeyRecord,
+    TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery, UsageRecord,
+    UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{
@@ -228,15 +231,53 @@ impl PgStore {
         T: Send,
         F: for<'c> Fn(&'c Transaction<'c>, &'c A) -> BoxFut<'c, Result<T, Fail>> + Send + Sync,
     {
+        self.tx_with(op, args, f, TxEnd::Commit).await
+    }
+
+    /// [`PgStore::tx`] where `f` also decides how the transaction ends: a
+    /// refusal found after some writes rolls them back and still answers.
+    async fn tx_ending<A, T, F>(
+        &self,
+        op: &'static str,
+        args: &A,
+        f: F,
+    ) -> Result<T, GatehouseError>
+    where
+        A: Sync + ?Sized,
+        T: Send,
+        F: for<'c> Fn(&'c Transaction<'c>, &'c A) -> BoxFut<'c, Result<TxEnd<T>, Fail>>
+            + Send
+            + Sync,
+    {
+        self.tx_with(op, args, f, |end| end).await
+    }
+
+    async fn tx_with<A, R, T, F, E>(
+        &self,
+        op: &'static str,
+        args: &A,
+        f: F,
+        end: E,
+    ) -> Result<T, GatehouseError>
+    where
+        A: Sync + ?Sized,
+        T: Send,
+        F: for<'c> Fn(&'c Transaction<'c>, &'c A) -> BoxFut<'c, Result<R, Fail>> + Send + Sync,
+        E: Fn(R) -> TxEnd<T> + Send + Sync,
+    {
         timed(op, async {
             let mut attempt = 1;
             loop {
                 let out = async {
                     let mut client = self.client().await?;
                     let t = client.transaction().await?;
-                    match f(&t, args).await {
-                        Ok(v) => {
+                    match f(&t, args).await.map(&end) {
+                        Ok(TxEnd::Commit(v)) => {
                             t.commit().await?;
+                            Ok(v)
+                        }
+                        Ok(TxEnd::Rollback(v)) => {
+                            t.rollback().await?;
                             Ok(v)
                         }
                         Err(e) => {
@@ -288,6 +329,12 @@ impl PgStore {
 }
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a transaction of [`PgStore::tx_ending`] ends, with its answer.
+enum TxEnd<T> {
+    Commit(T),
+    Rollback(T),
+}
 
 async fn timed<T>(op: &'static str, fut: impl Future<Output = T>) -> T {
     let start = Instant::now();
@@ -490,6 +537,52 @@ impl Store for PgStore {
         bucket_secs: u64,
     ) -> Result<Vec<UsageBucket>, StoreError> {
         usage::usage_buckets(self, q, bucket_secs).await
+    }
+
+    // --- tasks and idempotency keys (not cached by actors: no notification)
+
+    async fn save_task(
+        &self,
+        task: TaskRecord,
+        events: Vec<TaskEvent>,
+        idem: Option<IdempotencyRecord>,
+    ) -> Result<SaveTask, StoreError> {
+        tasks::save_task(self, task, events, idem).await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        tasks::get_task(self, id).await
+    }
+
+    async fn load_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        tasks::load_tasks(self).await
+    }
+
+    async fn task_events(&self, task_id: &str, after: u64) -> Result<Vec<TaskEvent>, StoreError> {
+        tasks::task_events(self, task_id, after).await
+    }
+
+    async fn get_idempotency(
+        &self,
+        principal: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        tasks::get_idempotency(self, principal, key, now).await
+    }
+
+    async fn sweep_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        tasks::sweep_idempotency(self, now).await
+    }
+
+    async fn claim_tasks(
+        &self,
+        instance: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        tasks::claim_tasks(self, instance, now, until, limit).await
     }
 
     // --- health ----------------------------------------------------------

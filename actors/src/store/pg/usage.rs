@@ -15,11 +15,11 @@ use tokio_postgres::Row;
 /// `bigint`'s maximum, where a sum saturates.
 const SATURATE: &str = "9223372036854775807";
 
-fn to_i64(n: u64) -> i64 {
+pub(super) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn to_u64(n: i64) -> u64 {
+pub(super) fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
