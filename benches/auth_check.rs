@@ -39,6 +39,7 @@ fn fixture() -> Fixture {
         },
         gateway: Default::default(),
         usage_flush: Duration::from_secs(1),
+        tasks: Default::default(),
     };
     let (handles, tokens) = system.block_on(async move {
         let (_sup, handles) = Supervisor::start(store, Arc::new(SystemClock), config)

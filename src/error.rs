@@ -205,6 +205,11 @@ impl From<GatehouseError> for ApiError {
             ),
             GatehouseError::Invalid(msg) => ApiError::unprocessable("invalid_value", msg),
             GatehouseError::Forbidden(msg) => ApiError::forbidden("forbidden", msg),
+            GatehouseError::IdempotencyKeyReused => ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ),
+            GatehouseError::InvalidTransition(msg) => ApiError::conflict("invalid_transition", msg),
             GatehouseError::Unauthenticated => ApiError::unauthenticated(),
             GatehouseError::Unavailable(why) => {
                 tracing::warn!(why, "unavailable");

@@ -34,6 +34,7 @@ pub mod http;
 pub mod llms_import;
 pub mod password;
 pub mod server;
+pub mod tasks;
 pub mod tokens;
 
 use actix::Addr;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub oidc: auth::oidc::OidcProviders,
     /// What upstream model clients are built from (egress policy, TLS roots).
     pub upstream: gateway::clients::UpstreamSetup,
+    /// Idempotency keys whose first request is still being handled here.
+    pub inflight: http::tasks::InFlight,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +223,12 @@ impl Builder {
             },
             gateway: gateway_spec,
             usage_flush: self.usage_flush,
+            tasks: gatehouse_actors::tasks::TaskSetup {
+                concurrency: self.config.tasks.concurrency as usize,
+                lease: self.config.tasks.lease,
+                approver: self.config.tasks.approval,
+                ..Default::default()
+            },
         };
         let validators = auth::external::Validators::new(&self.config.auth.bearer)
             .map_err(StartError::Config)?;
@@ -241,11 +250,17 @@ impl Builder {
             validators,
             oidc,
             upstream,
+            inflight: Default::default(),
         };
-        Ok(Gatehouse {
-            data: actix_web::web::Data::new(state),
-            supervisor,
-        })
+        let data = actix_web::web::Data::new(state);
+        // Tasks run as soon as there is something to run them with.
+        *data
+            .handles
+            .task_runner_slot()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tasks::Runner::factory(data.clone()));
+        data.handles.tasks().do_send(gatehouse_actors::tasks::Claim);
+        Ok(Gatehouse { data, supervisor })
     }
 }
 

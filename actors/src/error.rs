@@ -49,6 +49,10 @@ pub enum GatehouseError {
     Unauthenticated,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    #[error("idempotency key reused with a different body")]
+    IdempotencyKeyReused,
+    #[error("{0}")]
+    InvalidTransition(String),
     #[error("storage")]
     Store(#[from] StoreError),
 }

@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod session;
 pub mod store;
 pub mod supervisor;
+pub mod tasks;
 pub mod throttle;
 pub mod tokens;
 pub mod users;

@@ -10,12 +10,14 @@ use crate::keys::KeyRingView;
 use crate::oauth::{self, OAuthStateActor};
 use crate::session::{self, SessionActor, SessionView};
 use crate::store::SharedStore;
+use crate::tasks::{self, TaskActor, TaskNotify, TaskSetup};
 use crate::tokens::TokenTable;
 use crate::users::{self, ThrottleConfig, UserDirectory, UserStoreActor, UserViews};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 use time::Duration;
 
@@ -30,6 +32,7 @@ pub struct ActorConfig {
     pub gateway: GatewaySpec,
     /// How often usage records are written to the store.
     pub usage_flush: StdDuration,
+    pub tasks: TaskSetup,
 }
 
 /// What handlers hold: current actor addresses (swapped on restart), the
@@ -45,6 +48,8 @@ struct HandlesInner {
     oauth: ArcSwap<Addr<OAuthStateActor>>,
     providers: ArcSwap<Addr<ProviderActor>>,
     usage: ArcSwap<Addr<UsageActor>>,
+    tasks: ArcSwap<Addr<TaskActor>>,
+    task_setup: TaskSetup,
     catalog: CatalogView,
     usage_sink: UsageSink,
     session_view: SessionView,
@@ -69,6 +74,17 @@ impl ActorHandles {
     }
     pub fn usage(&self) -> Addr<UsageActor> {
         Addr::clone(&self.inner.usage.load())
+    }
+    pub fn tasks(&self) -> Addr<TaskActor> {
+        Addr::clone(&self.inner.tasks.load())
+    }
+    /// Wakes event streams and waiters when a task is written.
+    pub fn task_notify(&self) -> &TaskNotify {
+        &self.inner.task_setup.notify
+    }
+    /// Where the HTTP side puts the task runner once it is built.
+    pub fn task_runner_slot(&self) -> &Arc<Mutex<Option<tasks::SharedRunner>>> {
+        &self.inner.task_setup.runner
     }
     /// The published provider catalog.
     pub fn catalog(&self) -> &CatalogView {
@@ -133,6 +149,9 @@ impl ActorHandles {
         ) {
             failing.push("usage".to_owned());
         }
+        if !matches!(self.tasks().send(tasks::Ping).timeout(t).await, Ok(Ok(()))) {
+            failing.push("tasks".to_owned());
+        }
         match tokio::time::timeout(t, self.store().check_writable()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -175,6 +194,11 @@ fn spawn_usage(store: &SharedStore, sink: &UsageSink, every: StdDuration) -> Add
     actix::Supervisor::start(move |_| UsageActor::new(store, sink, every))
 }
 
+fn spawn_tasks(store: &SharedStore, clock: &SharedClock, setup: &TaskSetup) -> Addr<TaskActor> {
+    let (store, clock, setup) = (store.clone(), clock.clone(), setup.clone());
+    actix::Supervisor::start(move |_| TaskActor::new(store, clock, setup))
+}
+
 impl Supervisor {
     /// Starts every actor on the current arbiter, waits until each has loaded
     /// its state, and answers the supervisor with the handles.
@@ -194,6 +218,8 @@ impl Supervisor {
                 oauth: ArcSwap::from_pointee(spawn_oauth(&store, config.oauth_state_ttl)),
                 providers: ArcSwap::from_pointee(spawn_providers(&config.gateway, &catalog)),
                 usage: ArcSwap::from_pointee(spawn_usage(&store, &usage_sink, config.usage_flush)),
+                tasks: ArcSwap::from_pointee(spawn_tasks(&store, &clock, &config.tasks)),
+                task_setup: config.tasks.clone(),
                 catalog,
                 usage_sink,
                 session_view,
@@ -265,6 +291,14 @@ impl Supervisor {
             )));
             replaced.push("usage");
         }
+        if !h.tasks.load().connected() {
+            h.tasks.store(Arc::new(spawn_tasks(
+                &h.store,
+                &h.clock,
+                &self.config.tasks,
+            )));
+            replaced.push("tasks");
+        }
         for actor in replaced {
             h.restarts.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
@@ -276,12 +310,16 @@ impl Supervisor {
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = self.handles.now();
-        let (s, u, o) = (
+        let (s, u, o, t) = (
             self.handles.sessions(),
             self.handles.users(),
             self.handles.oauth(),
+            self.handles.tasks(),
         );
         let job = async move {
+            if let Ok(Err(e)) = t.send(tasks::Sweep { now }).await {
+                tracing::warn!(error = %e, "sweeping idempotency keys failed");
+            }
             let sessions = s.send(session::Sweep { now }).await;
             let states = o.send(oauth::Sweep { now }).await;
             let _ = u.send(users::Sweep { now }).await;

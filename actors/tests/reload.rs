@@ -185,6 +185,7 @@ async fn a_reload_that_raced_a_logout_does_not_bring_the_session_back() {
         },
         gateway: Default::default(),
         usage_flush: Duration::from_secs(1),
+        tasks: Default::default(),
     };
     let (_sup, h) = Supervisor::start(store.clone(), Arc::new(SystemClock), config)
         .await

@@ -239,6 +239,20 @@ pub struct EgressConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TasksConfig {
     pub concurrency: u32,
+    /// Who may approve a task that requires approval.
+    pub approval: gatehouse_actors::tasks::Approver,
+    /// How long an instance's claim on a running task holds without renewal.
+    pub lease: Duration,
+    pub agent: Option<AgentConfig>,
+}
+
+/// The HTTP agent backend that runs `agent.run` tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub base_url: String,
+    pub local: bool,
+    /// Each call to the backend.
+    pub timeout: Duration,
 }
 
 // ---------------------------------------------------------------- loading

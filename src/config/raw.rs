@@ -224,8 +224,23 @@ raw!(RawEgress {
     deny_hosts: Vec<String> = "strings";
 });
 
-raw!(RawTasks {
-    concurrency: u32 = "lenient";
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTasks {
+    #[serde(deserialize_with = "lenient")]
+    pub(super) concurrency: u32,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) approval: String,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) lease: String,
+    #[serde(default)]
+    pub(super) agent: Option<RawAgent>,
+}
+
+raw!(RawAgent {
+    base_url: String = "lenient", default "String::new";
+    local: bool = "lenient", default "bool::default";
+    timeout: String = "lenient", default "default_agent_timeout";
 });
 
 fn default_oidc_scopes() -> Vec<String> {
@@ -262,5 +277,8 @@ fn default_circuit_failures() -> u32 {
     5
 }
 fn default_circuit_cooldown() -> String {
+    "30s".into()
+}
+fn default_agent_timeout() -> String {
     "30s".into()
 }

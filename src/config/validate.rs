@@ -346,6 +346,27 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         aliases,
     };
 
+    let agent = match raw.tasks.agent {
+        Some(a) if !a.base_url.trim().is_empty() => {
+            let base_url = http_url("tasks.agent.base_url", &a.base_url)?
+                .trim_end_matches('/')
+                .to_string();
+            egress_policy(&raw.egress)
+                .check_url(&base_url, a.local)
+                .map_err(|e| {
+                    bad(
+                        "tasks.agent.base_url",
+                        format!("refused by the egress policy: {e}"),
+                    )
+                })?;
+            Some(super::AgentConfig {
+                base_url,
+                local: a.local,
+                timeout: duration("tasks.agent.timeout", &a.timeout, false)?,
+            })
+        }
+        _ => None,
+    };
     let egress = EgressConfig {
         allow_private: raw.egress.allow_private,
         allow_hosts: lowercase(raw.egress.allow_hosts),
@@ -353,6 +374,19 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     let tasks = TasksConfig {
         concurrency: at_least("tasks.concurrency", raw.tasks.concurrency, 1)?,
+        approval: match s_lower(&raw.tasks.approval).as_str() {
+            "owner" => gatehouse_actors::tasks::Approver::Owner,
+            "admin" => gatehouse_actors::tasks::Approver::Admin,
+            "both" => gatehouse_actors::tasks::Approver::Both,
+            other => {
+                return Err(bad(
+                    "tasks.approval",
+                    format!("unknown {other:?} (expected owner, admin or both)"),
+                ))
+            }
+        },
+        lease: duration("tasks.lease", &raw.tasks.lease, false)?,
+        agent,
     };
 
     let access = access(raw.access)?;

@@ -40,21 +40,37 @@ impl UpstreamSetup {
     /// A client for `provider`: egress-checked resolution, its connect and
     /// first-byte timeouts, no redirects, no default headers.
     pub fn client(&self, provider: &Provider) -> awc::Client {
+        self.client_for(
+            &provider.name,
+            &provider.base_url,
+            provider.local,
+            provider.timeouts,
+        )
+    }
+
+    /// A client for any upstream at `base_url` (a provider, the agent backend).
+    pub fn client_for(
+        &self,
+        name: &Arc<str>,
+        base_url: &str,
+        local: bool,
+        timeouts: gatehouse_actors::gateway::Timeouts,
+    ) -> awc::Client {
         let resolver = Resolver::custom(EgressResolver {
             egress: self.egress.clone(),
-            local: provider.local,
-            tls: provider.base_url.starts_with("https://"),
-            provider: provider.name.clone(),
+            local,
+            tls: base_url.starts_with("https://"),
+            provider: name.clone(),
         });
         let connector = awc::Connector::new()
             .connector(actix_tls::connect::Connector::new(resolver).service())
             .rustls_0_23(self.tls.clone())
-            .timeout(provider.timeouts.connect)
+            .timeout(timeouts.connect)
             .limit(1024)
             .conn_keep_alive(Duration::from_secs(30));
         awc::Client::builder()
             .connector(connector)
-            .timeout(provider.timeouts.first_byte)
+            .timeout(timeouts.first_byte)
             .disable_redirects()
             .no_default_headers()
             .add_default_header((
@@ -90,13 +106,35 @@ impl Resolve for EgressResolver {
     }
 }
 
-/// This worker's clients, one per provider.
+/// This worker's clients, one per provider (and one for the agent backend).
 #[derive(Default)]
 pub struct WorkerClients {
     clients: RefCell<HashMap<Arc<str>, (u64, awc::Client)>>,
+    agent: RefCell<Option<awc::Client>>,
 }
 
 impl WorkerClients {
+    /// The client for the agent backend at `base_url`.
+    pub fn agent(
+        &self,
+        setup: &UpstreamSetup,
+        base_url: &str,
+        local: bool,
+        timeout: Duration,
+    ) -> awc::Client {
+        self.agent
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                let t = gatehouse_actors::gateway::Timeouts {
+                    connect: timeout,
+                    first_byte: timeout,
+                    total: timeout,
+                };
+                setup.client_for(&Arc::from("agent"), base_url, local, t)
+            })
+            .clone()
+    }
+
     pub fn get(&self, setup: &UpstreamSetup, provider: &Provider) -> awc::Client {
         let mut clients = self.clients.borrow_mut();
         if let Some((serial, client)) = clients.get(&provider.name) {

@@ -8,6 +8,7 @@ pub mod github;
 pub mod health;
 pub mod oidc;
 pub mod pages;
+pub mod tasks;
 pub mod tokens;
 pub mod usage;
 pub mod v1;
@@ -75,7 +76,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/models", web::get().to(v1::models))
             .route("/chat/completions", web::post().to(v1::chat_completions))
             .route("/embeddings", web::post().to(v1::embeddings))
-            .route("/messages", web::post().to(v1::messages)),
+            .route("/messages", web::post().to(v1::messages))
+            .route("/tasks", web::post().to(tasks::create))
+            .route("/tasks", web::get().to(tasks::list))
+            .route("/tasks/{id}", web::get().to(tasks::get))
+            .route("/tasks/{id}/events", web::get().to(tasks::events))
+            .route("/tasks/{id}/wait", web::post().to(tasks::wait))
+            .route("/tasks/{id}/{action}", web::post().to(tasks::action)),
     );
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))

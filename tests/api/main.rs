@@ -24,5 +24,6 @@ mod postgres;
 mod resilience;
 mod sdk;
 mod sessions;
+mod tasks;
 mod tokens;
 mod upstream;
