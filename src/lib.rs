@@ -227,6 +227,7 @@ impl Builder {
                 concurrency: self.config.tasks.concurrency as usize,
                 lease: self.config.tasks.lease,
                 approver: self.config.tasks.approval,
+                exclusive: self.config.store.backend != config::StoreBackend::Postgres,
                 ..Default::default()
             },
         };

@@ -64,6 +64,9 @@ pub struct TaskSetup {
     /// How often idle instances look for tasks to claim.
     pub poll: StdDuration,
     pub approver: Approver,
+    /// The store admits one process (sled): claims left by an earlier run
+    /// of this process are stale at start and taken over at once.
+    pub exclusive: bool,
     /// This process, as the claims name it.
     pub instance: String,
     /// Filled by the HTTP side once it is built.
@@ -87,6 +90,7 @@ impl Default for TaskSetup {
             lease: StdDuration::from_secs(30),
             poll: StdDuration::from_secs(1),
             approver: Approver::Both,
+            exclusive: false,
             instance: random_id(),
             runner: Arc::default(),
             notify: TaskNotify::default(),
@@ -221,7 +225,11 @@ pub struct TaskActor {
     setup: TaskSetup,
     runner: Option<Rc<dyn TaskRunner>>,
     running: HashMap<String, SpawnHandle>,
+    /// Claimed and being marked running (they count against the concurrency).
+    starting: std::collections::HashSet<String>,
     claiming: bool,
+    /// The first claim of an exclusive store also takes stale claims.
+    first_claim: bool,
 }
 
 impl TaskActor {
@@ -232,7 +240,9 @@ impl TaskActor {
             setup,
             runner: None,
             running: HashMap::new(),
+            starting: Default::default(),
             claiming: false,
+            first_claim: true,
         }
     }
 
@@ -258,7 +268,8 @@ impl TaskActor {
         if self.claiming || self.runner().is_none() {
             return;
         }
-        let free = self.setup.concurrency.saturating_sub(self.running.len());
+        let busy = self.running.len() + self.starting.len();
+        let free = self.setup.concurrency.saturating_sub(busy);
         if free == 0 {
             return;
         }
@@ -269,9 +280,23 @@ impl TaskActor {
             self.setup.instance.clone(),
             self.lease_until(now),
         );
-        let job = async move { store.claim_tasks(&instance, now, until, free).await };
-        ctx.spawn(job.into_actor(self).map(|claimed, act, ctx| {
+        // Nobody else can hold a claim on an exclusive store: what an earlier
+        // run of this process claimed is taken over at once.
+        let as_of = if self.setup.exclusive && self.first_claim {
+            OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT)
+        } else {
+            now
+        };
+        let first = std::mem::replace(&mut self.first_claim, false);
+        let job = async move {
+            let claimed = store.claim_tasks(&instance, as_of, until, free).await;
+            (claimed, first)
+        };
+        ctx.spawn(job.into_actor(self).map(|(claimed, first), act, ctx| {
             act.claiming = false;
+            if first && claimed.is_err() {
+                act.first_claim = true;
+            }
             match claimed {
                 Ok(tasks) => {
                     for t in tasks {
@@ -287,11 +312,12 @@ impl TaskActor {
     /// its instance stopped) and runs it.
     fn start(&mut self, mut t: TaskRecord, ctx: &mut Context<Self>) {
         let Some(runner) = self.runner() else { return };
-        if self.running.contains_key(&t.id) {
+        if self.running.contains_key(&t.id) || !self.starting.insert(t.id.clone()) {
             return;
         }
         let now = self.clock.now();
         let reattach = t.kind == "agent.run" && t.external_id.is_some();
+        let base = t.version;
         let mut events = Vec::new();
         if t.status == TaskStatus::Running && !reattach {
             events.push(transition(
@@ -306,6 +332,8 @@ impl TaskActor {
             let attempt = json!({"attempt": t.attempts});
             events.push(transition(&mut t, TaskStatus::Running, now, attempt));
         }
+        // One write, however many transitions it holds.
+        t.version = base + 1;
         let store = self.store.clone();
         let id = t.id.clone();
         let save = async move {
@@ -317,6 +345,7 @@ impl TaskActor {
             (saved, t)
         };
         ctx.spawn(save.into_actor(self).map(move |(saved, t), act, ctx| {
+            act.starting.remove(&id);
             match saved {
                 Ok(SaveTask::Saved) => {
                     act.setup.notify.notify(&id);
@@ -398,6 +427,7 @@ impl Supervised for TaskActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.runner = None;
         self.running.clear();
+        self.starting.clear();
         self.claiming = false;
     }
 }

@@ -25,5 +25,6 @@ mod resilience;
 mod sdk;
 mod sessions;
 mod tasks;
+mod tasks_crash;
 mod tokens;
 mod upstream;
