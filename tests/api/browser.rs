@@ -29,7 +29,7 @@ fn shot(test: &str) -> String {
 /// that it can be stopped as a whole) and answers its JSON report,
 /// which must say `ok`. Never blocks the test's runtime: the gateway's actors
 /// run on it.
-async fn browse(script: &str, args: Value) -> Value {
+pub(crate) async fn browse(script: &str, args: Value) -> Value {
     assert!(
         root()
             .join("tests/browser/node_modules/playwright-core")

@@ -4,6 +4,7 @@ mod account;
 mod admin;
 mod bearer;
 mod browser;
+mod browser_ui;
 mod cli;
 mod config;
 mod csrf;

@@ -153,3 +153,24 @@ export async function sessionCookie(page, context, base) {
     visible_to_js: cookie ? documentCookie.includes(cookie.value) || /(^|;\s*)gatehouse_session=/.test(documentCookie) : false,
   };
 }
+
+// A screenshot of the viewport (not the full page) to `file`, its directory
+// created; answers the path.
+export async function shoot(page, file) {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  await page.screenshot({ path: file, fullPage: false, timeout: 5000 });
+  return file;
+}
+
+// Another browser context (its own cookies: another user) with the same
+// viewport and waits as run()'s, and a page in it whose console errors and
+// uncaught exceptions go to `errors`.
+export async function newPage(browser, errors = []) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  context.setDefaultTimeout(STEP_MS);
+  context.setDefaultNavigationTimeout(STEP_MS);
+  const page = await context.newPage();
+  page.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
+  page.on('pageerror', (err) => errors.push(String(err)));
+  return { context, page };
+}

@@ -1,0 +1,303 @@
+//! The web UI in a real headless browser (tests/browser/ui.mjs, run by
+//! `browse` of browser.rs): admin and user pages against the gateway with
+//! its fake model providers, checked both on the JSON report of every step
+//! and over HTTP. Screenshots land in `target/browser-shots/ui-*.png`.
+
+use crate::browser::browse;
+use crate::helpers::*;
+use serde_json::{json, Value};
+
+const NEW_PW: &str = "a-brand-new-passphrase";
+const ALICE_PW: &str = "alice-set-by-the-admin";
+
+/// A step of the report, which must have gone well.
+fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let s = &report["steps"][name];
+    assert_eq!(s["ok"], true, "step {name}: {report:#}");
+    s
+}
+
+/// Console errors other than the browser's own line for a 4xx answer (the
+/// page asks /auth/session while signed out, and the flows provoke 401,
+/// 403, 409 and 422 on purpose): no CSP violation, no uncaught exception.
+fn assert_no_console_errors(report: &Value, key: &str) {
+    let bad: Vec<&str> = report[key]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !e.starts_with("Failed to load resource"))
+        .collect();
+    assert!(bad.is_empty(), "{key}: {bad:#?}");
+}
+
+async fn admin_get(app: &TestApp, admin: &reqwest::Client, path: &str) -> Value {
+    let res = app.get_with(admin, path).await;
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
+}
+
+#[actix_web::test]
+async fn the_web_ui_in_a_browser() {
+    let gw = crate::gateway::gateway("").await;
+    let app = &gw.app;
+    let admin_user = app.add_user("admin", PW, true).await;
+    let admin_id = admin_user["id"].as_str().unwrap();
+
+    // Part one: users, locking, sessions, tokens.
+    let a = browse(
+        "ui.mjs",
+        json!({"base": app.url, "part": "admin", "password": PW, "alice_password": ALICE_PW,
+               "shot": "target/browser-shots/ui-admin-final.png"}),
+    )
+    .await;
+    let s = step(&a, "signin");
+    assert_eq!(s["whoami"], "admin", "{s}");
+    assert_eq!(s["admin_nav"], true, "{s}");
+    assert_eq!(
+        (&s["header_initial"], &s["header_img"]),
+        (&json!("A"), &json!(0)),
+        "no avatar yet: the initial"
+    );
+    assert_eq!(step(&a, "create_bob")["status"], "Active");
+    let s = step(&a, "bob_signs_in");
+    assert_eq!(
+        (&s["whoami"], &s["admin_nav"]),
+        (&json!("bob"), &json!(false))
+    );
+    assert_eq!(
+        s["admin_page"], "Admins only",
+        "a 403 on the admin page: {s}"
+    );
+    let s = step(&a, "lock_self_refused");
+    assert_eq!(s["submit_disabled_until_confirmed"], true, "{s}");
+    assert_eq!(s["error"], "You cannot lock yourself.", "the API's 409");
+    let s = step(&a, "lock_bob");
+    assert_eq!(
+        (&s["status"], &s["reason"]),
+        (&json!("Locked"), &json!("left the team"))
+    );
+    let s = step(&a, "bob_sent_to_signin");
+    assert_eq!(s["url"], format!("{}/?next=%2Ftokens", app.url), "{s}");
+    assert_eq!(s["topbar_hidden"], true, "{s}");
+    assert_eq!(s["signin_error"], "This account is locked.", "{s}");
+    let s = step(&a, "sessions_tab");
+    assert_eq!(s["url"], format!("{}/admin?tab=sessions", app.url));
+    let groups: Vec<&str> = s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(groups.contains(&"admin") && !groups.contains(&"bob"), "{s}");
+    assert_eq!(s["users"], groups.len().to_string(), "{s}");
+    assert_eq!(s["revoke_user_buttons"], groups.len(), "{s}");
+    let s = step(&a, "manage_users");
+    assert_eq!(
+        s["too_short"], "Password must be at least 12 characters.",
+        "{s}"
+    );
+    assert_eq!(s["taken"], "That username is taken.", "the API's 409: {s}");
+    assert_eq!(s["delete_question"], "Delete carol?", "{s}");
+    let s = step(&a, "create_token");
+    assert_eq!(s["token_prefix"], "gh_", "{s}");
+    assert_eq!(s["admin_scope_offered"], true, "{s}");
+    assert_eq!(s["status"], "active", "{s}");
+    assert!(
+        s["empty_state"].as_str().unwrap().contains("No tokens yet"),
+        "{s}"
+    );
+    assert!(
+        s["warning"]
+            .as_str()
+            .unwrap()
+            .contains("not be shown again"),
+        "{s}"
+    );
+    assert_eq!(s["copied"], true, "{s}");
+    let token_id = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(step(&a, "use_token")["status"], 200);
+    let s = step(&a, "revoke_token");
+    assert_eq!(
+        (&s["status"], &s["then"]),
+        (&json!("revoked"), &json!(401)),
+        "{s}"
+    );
+    assert_no_console_errors(&a, "console_errors");
+    assert_no_console_errors(&a, "bob_console_errors");
+
+    // What the server holds now.
+    let admin = client();
+    assert_eq!(app.login_with(&admin, "admin", PW).await.status(), 200);
+    let users = admin_get(app, &admin, "/admin/api/users").await;
+    let bob = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "bob")
+        .expect("bob was created");
+    assert_eq!(bob["locked"]["reason"], "left the team", "{bob}");
+    assert_eq!(bob["roles"], json!([]), "{bob}");
+    assert!(
+        users["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["username"] != "carol"),
+        "carol was deleted: {users}"
+    );
+    assert_eq!(
+        app.login_with(&client(), "alice", ALICE_PW).await.status(),
+        200,
+        "the password the admin set for alice"
+    );
+    let bob_sessions = admin_get(app, &admin, "/admin/api/sessions?user=bob").await;
+    assert_eq!(
+        bob_sessions["data"],
+        json!([]),
+        "a lock ends bob's sessions"
+    );
+    let tokens = admin_get(app, &admin, "/admin/api/tokens?user=admin").await;
+    let token = tokens["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == token_id.as_str())
+        .expect("the token made in the page");
+    assert_eq!(token["status"], "revoked", "{token}");
+    assert_eq!(token["name"], "ci-script", "{token}");
+    assert_eq!(token["scopes"], json!(["read", "write"]), "{token}");
+
+    // Part two: account, avatar, chat, usage, sign-out. Two more sessions
+    // of admin (with `admin`'s) for the page to end.
+    let others = [client(), client()];
+    for c in &others {
+        assert_eq!(app.login_with(c, "admin", PW).await.status(), 200);
+    }
+    let b = browse(
+        "ui.mjs",
+        json!({"base": app.url, "part": "account", "password": PW, "new_password": NEW_PW,
+               "shot": "target/browser-shots/ui-account-final.png"}),
+    )
+    .await;
+    let s = step(&b, "signin");
+    assert_eq!(s["whoami"], "admin", "{s}");
+    assert_eq!(s["url"], format!("{}/account", app.url), "?next= kept: {s}");
+    let s = step(&b, "my_sessions");
+    // This one, part one's, `admin`'s and the two others.
+    assert_eq!(
+        (&s["before"], &s["after_one"], &s["after_all"]),
+        (&json!(5), &json!(4), &json!(1)),
+        "{s}"
+    );
+    assert_eq!(s["left_is_this_device"], true, "{s}");
+    assert_eq!(s["revoke_others_disabled"], true, "{s}");
+    for c in others.iter().chain([&admin]) {
+        let res = app.get_with(c, "/auth/session").await;
+        assert_eq!(res.status(), 401, "the page ended the other sessions");
+    }
+    let s = step(&b, "change_password");
+    assert_eq!(s["mismatch"], "The new passwords do not match.", "{s}");
+    assert_eq!(
+        s["wrong_current"], "The current password is not correct.",
+        "{s}"
+    );
+    assert_eq!(
+        s["too_short"], "Password must be at least 12 characters.",
+        "{s}"
+    );
+    assert_eq!(s["still_signed_in"], "admin", "{s}");
+    let s = step(&b, "avatar");
+    assert!(
+        s["bad_file_error"]
+            .as_str()
+            .unwrap()
+            .contains("PNG, JPEG or WebP"),
+        "the API's 422: {s}"
+    );
+    assert_eq!(s["error_after"], "", "{s}");
+    let src = s["header"]["src"].as_str().unwrap();
+    assert!(src.starts_with(&format!("/avatars/{admin_id}")), "{s}");
+    assert_eq!(s["header"]["natural_width"], 64, "{s}");
+    assert_eq!(s["header"]["visible"], true, "{s}");
+    let s = step(&b, "chat_stream");
+    let seen: Vec<&str> = s["texts_seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(seen.len() >= 4 && seen[0].starts_with("echo: "), "{s}");
+    assert!(
+        seen.windows(2)
+            .all(|w| w[1].len() > w[0].len() && w[1].starts_with(w[0])),
+        "the reply is drawn as it grows: {s}"
+    );
+    assert_eq!(s["stop_visible_while_streaming"], true, "{s}");
+    assert_eq!(s["stop_hidden_after"], true, "{s}");
+    assert_eq!(s["note"], "Stopped.", "{s}");
+    let error = s["error"].as_str().unwrap();
+    assert!(
+        !error.is_empty() && !error.contains("sk-upstream") && !error.contains("10.1.2.3"),
+        "an upstream failure, sanitized: {s}"
+    );
+    assert_eq!(s["messages_after_new_chat"], 0, "{s}");
+    // Stop in the page cancels the request upstream.
+    for _ in 0..100 {
+        if gw.oa.cancelled() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(gw.oa.cancelled(), 1, "Stop ends the upstream stream");
+    let s = step(&b, "chat");
+    assert_eq!(s["reply"], "echo: hello gatehouse", "{s}");
+    assert_eq!(s["prompt"], "hello gatehouse", "{s}");
+    assert_eq!(s["second_reply"], "echo: and a second turn", "{s}");
+    assert_eq!(s["input_cleared"], true, "{s}");
+    let s = step(&b, "usage");
+    assert_eq!(s["url"], format!("{}/admin?tab=usage", app.url), "{s}");
+    let cells: Vec<&str> = s["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(&cells[..3], ["admin", "oa/m1", "2"], "{s}");
+    // (The stopped oa/endless call may count too.)
+    let total: u64 = s["totals"][0].as_str().unwrap().parse().unwrap();
+    assert!(total >= 2, "{s}");
+    assert_eq!(s["requests_in_chart"], total, "{s}");
+    assert_eq!(s["bars"], 25, "24 h by the hour: {s}");
+    assert_eq!(s["bars_30d"], 31, "30 days by the day: {s}");
+    assert!(
+        s["busy_bar_title"].as_str().unwrap().contains(" request"),
+        "{s}"
+    );
+    let widths = &step(&b, "narrow")["scroll_widths"];
+    for page in ["admin-users", "tokens", "account"] {
+        assert_eq!(widths[page], 400, "{page} fits 400 px: {widths}");
+    }
+    let s = step(&b, "sign_out");
+    assert_eq!(s["topbar_hidden"], true, "{s}");
+    assert_eq!(s["session_status"], 401, "{s}");
+    assert_no_console_errors(&b, "console_errors");
+
+    // The new password signs in, the old one no longer does.
+    assert_eq!(
+        app.login_with(&client(), "admin", NEW_PW).await.status(),
+        200
+    );
+    assert_eq!(app.login_with(&client(), "admin", PW).await.status(), 401);
+    // The avatar is served to anyone.
+    let res = app
+        .get_with(&client(), &format!("/avatars/{admin_id}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    // The usage the page showed is the server's.
+    let fresh = client();
+    assert_eq!(app.login_with(&fresh, "admin", NEW_PW).await.status(), 200);
+    let usage = admin_get(app, &fresh, "/admin/api/usage?user=admin&model=oa/m1").await;
+    assert_eq!(usage["totals"]["requests"], 2, "{usage}");
+}
