@@ -1,16 +1,18 @@
-// Entry point: who is signed in, the router (/, /account, /tokens, /admin
+// Entry point: who is signed in, the router (/, /account, /tasks, /tokens, /admin
 // share one HTML shell), the top bar and the user menu.
 
 import { $, api, state, isAdmin, fillAvatar, sessionEnded } from './core.js';
 import { showSignIn } from './signin.js';
 import chat from './chat.js';
 import account from './account.js';
+import tasks from './tasks.js';
 import tokens from './tokens.js';
 import admin from './admin.js';
 
 const VIEWS = {
   '/': { section: 'view-chat', title: 'Chat', view: chat },
   '/account': { section: 'view-account', title: 'My Account', view: account },
+  '/tasks': { section: 'view-tasks', title: 'Tasks', view: tasks },
   '/tokens': { section: 'view-tokens', title: 'API tokens', view: tokens },
   '/admin': { section: 'view-admin', title: 'Admin', view: admin },
 };
@@ -74,7 +76,10 @@ function wireMenu() {
 function route() {
   const path = currentPath();
   const entry = VIEWS[path] || VIEWS['/'];
-  for (const v of Object.values(VIEWS)) $(v.section).hidden = v !== entry;
+  for (const v of Object.values(VIEWS)) {
+    $(v.section).hidden = v !== entry;
+    if (v !== entry) v.view.unmount?.();
+  }
   for (const a of document.querySelectorAll('.nav a[data-route]')) {
     if (VIEWS[a.dataset.route] === entry) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');

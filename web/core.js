@@ -80,9 +80,10 @@ export function sessionEnded() {
 }
 
 // fetch with the session cookie. `body` is sent as JSON, `raw` as is (with
-// `contentType`). Answers the parsed JSON, or null for 204; throws ApiError.
-export async function api(path, { method = 'GET', body, raw, contentType, signal } = {}) {
-  const init = { method, credentials: 'same-origin', headers: { accept: 'application/json' }, signal };
+// `contentType`); `headers` are added. Answers the parsed JSON, or null for
+// 204; throws ApiError.
+export async function api(path, { method = 'GET', body, raw, contentType, signal, headers } = {}) {
+  const init = { method, credentials: 'same-origin', headers: { accept: 'application/json', ...headers }, signal };
   if (raw !== undefined) {
     init.body = raw;
     if (contentType) init.headers['content-type'] = contentType;
@@ -105,6 +106,16 @@ export async function api(path, { method = 'GET', body, raw, contentType, signal
   if (res.status === 204) return null;
   const type = res.headers.get('content-type') || '';
   return type.includes('json') ? res.json() : res.text();
+}
+
+// A fresh Idempotency-Key (a UUID; crypto.randomUUID needs a secure context).
+export function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 // Shows an error in a banner or form-error element (nothing for a 401: the

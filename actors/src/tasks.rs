@@ -145,6 +145,7 @@ pub fn task_json(t: &TaskRecord) -> Value {
     };
     json!({
         "id": t.id, "object": "task", "kind": t.kind, "status": t.status.as_str(),
+        "model": t.input.get("model").and_then(Value::as_str),
         "owner": t.owner, "owner_name": t.owner_name, "token_id": t.token_id,
         "requires_approval": t.requires_approval, "attempts": t.attempts,
         "created_at": at(t.created_at), "updated_at": at(t.updated_at),

@@ -15,6 +15,7 @@ pub mod v1;
 
 use crate::auth::Authenticate;
 use crate::error::json_error;
+use crate::gateway::proxy::Surface;
 use actix_web::web;
 
 /// Reads a body of at most `limit` bytes; more is a `413` in the API's shape
@@ -74,9 +75,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
         web::scope("/v1")
             .wrap(Authenticate)
             .route("/models", web::get().to(v1::models))
-            .route("/chat/completions", web::post().to(v1::chat_completions))
-            .route("/embeddings", web::post().to(v1::embeddings))
-            .route("/messages", web::post().to(v1::messages))
+            .route("/chat/completions", v1::route(Surface::Chat))
+            .route("/embeddings", v1::route(Surface::Embeddings))
+            .route("/messages", v1::route(Surface::Messages))
             .route("/tasks", web::post().to(tasks::create))
             .route("/tasks", web::get().to(tasks::list))
             .route("/tasks/{id}", web::get().to(tasks::get))

@@ -1,5 +1,5 @@
 //! The web UI: one HTML shell for `/` (sign-in, then the chat playground),
-//! `/account`, `/tokens` and `/admin`, and its static files under
+//! `/account`, `/tasks`, `/tokens` and `/admin`, and its static files under
 //! `/static/…`, all built into the binary (no build step). Open to everyone,
 //! with a strict Content-Security-Policy: the pages load their scripts and
 //! styles from here only, and every API call they make is authenticated.
@@ -10,7 +10,7 @@ use actix_web::{web, HttpResponse};
 const INDEX: &str = include_str!("../../web/index.html");
 
 /// The pages served by the shell; the client-side router picks the view.
-const PAGES: &[&str] = &["/", "/account", "/tokens", "/admin"];
+const PAGES: &[&str] = &["/", "/account", "/tasks", "/tokens", "/admin"];
 
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -21,6 +21,7 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("signin.js", JS, include_str!("../../web/signin.js")),
     ("chat.js", JS, include_str!("../../web/chat.js")),
     ("account.js", JS, include_str!("../../web/account.js")),
+    ("tasks.js", JS, include_str!("../../web/tasks.js")),
     ("tokens.js", JS, include_str!("../../web/tokens.js")),
     ("admin.js", JS, include_str!("../../web/admin.js")),
     ("usage.js", JS, include_str!("../../web/usage.js")),
@@ -51,7 +52,7 @@ fn page(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-/// Mounts the pages (`/`, `/account`, `/tokens`, `/admin`) and `/static/…`.
+/// Mounts the pages (`/`, `/account`, `/tasks`, `/tokens`, `/admin`) and `/static/…`.
 /// Separate from [`crate::configure`] so that a product embedding Gatehouse
 /// keeps its own `/`.
 pub fn configure(cfg: &mut web::ServiceConfig) {

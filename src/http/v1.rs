@@ -31,34 +31,17 @@ pub async fn models(
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
-pub async fn chat_completions(
-    req: HttpRequest,
-    principal: Principal,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    clients: web::Data<WorkerClients>,
-) -> Result<HttpResponse, ApiError> {
-    call(req, principal, payload, state, clients, Surface::Chat).await
-}
-
-pub async fn embeddings(
-    req: HttpRequest,
-    principal: Principal,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    clients: web::Data<WorkerClients>,
-) -> Result<HttpResponse, ApiError> {
-    call(req, principal, payload, state, clients, Surface::Embeddings).await
-}
-
-pub async fn messages(
-    req: HttpRequest,
-    principal: Principal,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    clients: web::Data<WorkerClients>,
-) -> Result<HttpResponse, ApiError> {
-    call(req, principal, payload, state, clients, Surface::Messages).await
+/// The route of one surface (`/chat/completions`, `/embeddings`, `/messages`).
+pub fn route(surface: Surface) -> actix_web::Route {
+    web::post().to(
+        move |req: HttpRequest,
+              principal: Principal,
+              payload: web::Payload,
+              state: web::Data<AppState>,
+              clients: web::Data<WorkerClients>| {
+            call(req, principal, payload, state, clients, surface)
+        },
+    )
 }
 
 async fn call(

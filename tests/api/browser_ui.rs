@@ -1,6 +1,6 @@
 //! The web UI in a real headless browser (tests/browser/ui.mjs, run by
 //! `browse` of browser.rs): admin and user pages against the gateway with
-//! its fake model providers, checked both on the JSON report of every step
+//! its fake model providers (part three: the Tasks page), checked both on the JSON report of every step
 //! and over HTTP. Screenshots land in `target/browser-shots/ui-*.png`.
 
 use crate::browser::browse;
@@ -300,4 +300,86 @@ async fn the_web_ui_in_a_browser() {
     assert_eq!(app.login_with(&fresh, "admin", NEW_PW).await.status(), 200);
     let usage = admin_get(app, &fresh, "/admin/api/usage?user=admin&model=oa/m1").await;
     assert_eq!(usage["totals"]["requests"], 2, "{usage}");
+
+    // Part three: the Tasks page (after the usage check: tasks call oa/m1).
+    let c = browse(
+        "ui.mjs",
+        json!({"base": app.url, "part": "tasks", "password": NEW_PW,
+               "shot": "target/browser-shots/ui-tasks-final.png"}),
+    )
+    .await;
+    let s = step(&c, "signin");
+    assert_eq!(s["url"], format!("{}/tasks", app.url), "{s}");
+    assert_eq!(s["nav_current"], "page", "{s}");
+    assert_eq!(s["all_toggle"], true, "admins may see every task: {s}");
+    assert!(
+        s["empty_state"].as_str().unwrap().contains("No tasks yet"),
+        "{s}"
+    );
+    let s = step(&c, "create_task");
+    let task_id = s["id"].as_str().unwrap().to_owned();
+    assert!(task_id.starts_with("task_"), "{s}");
+    assert_eq!(s["status"], "pending_approval", "{s}");
+    assert_eq!(s["badge"], "pending approval", "{s}");
+    assert_eq!(
+        (&s["kind"], &s["model"]),
+        (&json!("chat.completion"), &json!("oa/m1")),
+        "{s}"
+    );
+    assert_eq!(s["detail_id"], task_id.as_str(), "{s}");
+    assert_eq!(s["detail_status"], "pending_approval", "{s}");
+    assert_eq!(s["buttons"], json!(["approve", "cancel"]), "{s}");
+    let s = step(&c, "approve_task");
+    assert_eq!(s["output"], "echo: summarise the quarter", "streamed: {s}");
+    assert_eq!(s["result"], "echo: summarise the quarter", "{s}");
+    let events: Vec<&str> = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("pending_approval"))
+            && events.last().unwrap().contains("succeeded"),
+        "the status changes, in the panel: {s}"
+    );
+    assert_eq!(s["row_status"], "succeeded", "{s}");
+    assert_eq!(
+        s["row_buttons"], 0,
+        "nothing to do with a succeeded task: {s}"
+    );
+    assert_eq!(s["error_hidden"], true, "{s}");
+    let s = step(&c, "cancel_and_retry");
+    assert_eq!(
+        s["question"],
+        format!("Cancel task {}…?", &s["id"].as_str().unwrap()[..13]),
+        "{s}"
+    );
+    assert_eq!(s["output"], "echo: second thoughts", "{s}");
+    let second = s["id"].as_str().unwrap().to_owned();
+    assert_no_console_errors(&c, "console_errors");
+    assert!(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/ui-tasks.png")
+            .is_file(),
+        "the screenshot for the docs"
+    );
+
+    // The tasks the page made, as the server has them.
+    let task = admin_get(app, &fresh, &format!("/v1/tasks/{task_id}")).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["kind"], "chat.completion", "{task}");
+    assert_eq!(task["requires_approval"], true, "{task}");
+    assert_eq!(task["owner_name"], "admin", "{task}");
+    assert_eq!(
+        task["result"]["choices"][0]["message"]["content"], "echo: summarise the quarter",
+        "{task}"
+    );
+    let task = admin_get(app, &fresh, &format!("/v1/tasks/{second}")).await;
+    assert_eq!(
+        task["status"], "succeeded",
+        "cancelled, then retried: {task}"
+    );
+    let list = admin_get(app, &fresh, "/v1/tasks").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
 }

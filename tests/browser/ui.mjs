@@ -19,6 +19,11 @@
 // first) and sees it in the header; 8. sees a never-ending reply (oa/endless)
 // grow and stops it, then chats with oa/m1 and sees the streamed reply; 9. the Usage tab has a row for admin and oa/m1 and a
 // chart; the pages at 400 px wide; 10. signs out.
+// part "tasks" (node tests/browser/ui.mjs '{"base":…,"part":"tasks",
+//        "password":"…","shot":…}'): 11. admin creates a chat.completion task
+// for oa/m1 that requires approval in the Tasks page, sees it
+// pending_approval, approves it and sees it succeed with its output streamed
+// into the detail panel; cancels a second one (confirmation) and retries it.
 //
 // Report (besides lib.mjs's): steps {name: {ok, …}} — a failed step has
 // ok:false and error, and ends the flow — and shots [paths].
@@ -528,6 +533,96 @@ async function accountPart({ page, report }) {
   });
 }
 
-const parts = { admin: adminPart, account: accountPart };
+// --- part "tasks" -------------------------------------------------------------------
+
+async function tasksPart({ page, report }) {
+  const step = stepper(report);
+  let id;
+
+  await step('signin', async () => {
+    const whoami = await signIn(page, 'admin', opts.password, '/?next=%2Ftasks');
+    await page.locator('#view-tasks').waitFor({ state: 'visible' });
+    return {
+      whoami,
+      url: page.url(),
+      nav_current: await page.locator('#nav-tasks').getAttribute('aria-current'),
+      all_toggle: await page.locator('#tasks-all').isVisible(),
+      empty_state: await text(page.locator('#tasks-table tbody')),
+    };
+  });
+
+  await step('create_task', async () => {
+    await page.click('#task-create');
+    await page.locator('#task-dialog').waitFor({ state: 'visible' });
+    await page.locator('#task-model option[value="oa/m1"]').waitFor({ state: 'attached' });
+    await page.selectOption('#task-model', 'oa/m1');
+    await page.fill('#task-prompt', 'summarise the quarter');
+    await page.check('#task-approval');
+    await page.click('#task-submit');
+    await page.locator('#task-dialog').waitFor({ state: 'hidden' });
+    const row = page.locator('#tasks-table tr[data-task-id]').first();
+    await row.waitFor();
+    id = await row.getAttribute('data-task-id');
+    await page.locator('#task-detail[data-status="pending_approval"]').waitFor();
+    return {
+      id,
+      status: await row.getAttribute('data-status'),
+      badge: await text(row.getByTestId('task-status')),
+      model: await text(row.locator('td').nth(2)),
+      kind: await text(row.locator('td').nth(1)),
+      detail_id: await text(page.locator('#task-detail-id')),
+      detail_status: await page.locator('#task-detail').getAttribute('data-status'),
+      buttons: await row.locator('button[data-action]').evaluateAll((bs) => bs.map((b) => b.dataset.action)),
+    };
+  });
+
+  await step('approve_task', async () => {
+    const row = page.locator(`#tasks-table tr[data-task-id="${id}"]`);
+    await row.locator('button[data-action="approve"]').click();
+    await page.locator('#task-detail[data-status="succeeded"]').waitFor();
+    await page.locator('#task-detail[data-stream-ended="true"]').waitFor();
+    await page.locator(`#tasks-table tr[data-task-id="${id}"][data-status="succeeded"]`).waitFor();
+    const out = {
+      output: await text(page.getByTestId('task-output')),
+      result: await text(page.getByTestId('task-result-text')),
+      events: await page.locator('#task-events li[data-kind="status"]').allTextContents(),
+      row_status: await text(row.getByTestId('task-status')),
+      row_buttons: await row.locator('button[data-action]').count(),
+      error_hidden: await page.getByTestId('task-error').isHidden(),
+    };
+    await shot(page, report, 'tasks');
+    fs.mkdirSync('docs', { recursive: true });
+    fs.copyFileSync(`${SHOTS}/ui-tasks.png`, 'docs/ui-tasks.png');
+    return out;
+  });
+
+  await step('cancel_and_retry', async () => {
+    await page.click('#task-create');
+    await page.locator('#task-dialog').waitFor({ state: 'visible' });
+    await page.locator('#task-model option[value="oa/m1"]').waitFor({ state: 'attached' });
+    await page.selectOption('#task-model', 'oa/m1');
+    await page.fill('#task-prompt', 'second thoughts');
+    await page.check('#task-approval');
+    await page.click('#task-submit');
+    await page.locator('#task-dialog').waitFor({ state: 'hidden' });
+    const row = page.locator(`#tasks-table tr[data-task-id]:not([data-task-id="${id}"])`).first();
+    await row.waitFor();
+    const second = await row.getAttribute('data-task-id');
+    const at = (status) => page.locator(`#tasks-table tr[data-task-id="${second}"][data-status="${status}"]`);
+    await at('pending_approval').waitFor();
+    await at('pending_approval').locator('button[data-action="cancel"]').click();
+    await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
+    const question = await text(page.locator('#confirm-title'));
+    await page.click('#confirm-ok');
+    await at('cancelled').waitFor();
+    await page.locator('#task-detail[data-status="cancelled"]').waitFor();
+    await at('cancelled').locator('button[data-action="retry"]').click();
+    await at('succeeded').waitFor();
+    await page.locator('#task-detail[data-status="succeeded"][data-stream-ended="true"]').waitFor();
+    return { id: second, question, output: await text(page.getByTestId('task-output')) };
+  });
+}
+
+const parts = { admin: adminPart, account: accountPart, tasks: tasksPart };
 if (!parts[opts.part]) throw new Error(`unknown part ${opts.part}`);
 await run(opts, parts[opts.part]);

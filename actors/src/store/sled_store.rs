@@ -57,6 +57,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // sled's default page cache is 1 GiB; the gateway's working set
+            // (users, sessions, tokens, recent tasks) is far smaller.
+            .cache_capacity(64 * 1024 * 1024)
             .open()?;
         let inner = Inner {
             users: db.open_tree("users")?,
