@@ -55,6 +55,22 @@ pub fn principal_of(state: &AppState, t: &TaskRecord) -> Result<Principal, &'sta
     }
 }
 
+/// How often a running chat task writes its output as an event.
+const OUTPUT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Reports the output gathered since the last event (if any).
+fn send_output(progress: &Recipient<Progress>, task_id: &str, pending: &mut String) {
+    if pending.is_empty() {
+        return;
+    }
+    progress.do_send(Progress {
+        task_id: task_id.to_owned(),
+        kind: "output",
+        data: json!({"delta": std::mem::take(pending)}),
+        external_id: None,
+    });
+}
+
 fn failed(code: &str, message: impl Into<String>) -> Outcome {
     Outcome::Failed(json!({"code": code, "message": message.into()}))
 }
@@ -152,6 +168,7 @@ async fn chat(
         }
     };
     let mut body = res.into_body();
+    let (mut pending, mut last_sent) = (String::new(), None);
     let mut parser = SseParser::new(4 * 1024 * 1024);
     let (mut text, mut usage, mut finish, mut id) =
         (String::new(), Value::Null, Value::Null, Value::Null);
@@ -187,12 +204,12 @@ async fn chat(
                     .filter(|d| !d.is_empty())
                 {
                     text.push_str(delta);
-                    progress.do_send(Progress {
-                        task_id: task.id.clone(),
-                        kind: "output",
-                        data: json!({"delta": delta}),
-                        external_id: None,
-                    });
+                    pending.push_str(delta);
+                    // One durable event per OUTPUT_EVERY at most: deltas in between are joined.
+                    if last_sent.is_none_or(|t: Instant| t.elapsed() >= OUTPUT_EVERY) {
+                        send_output(&progress, &task.id, &mut pending);
+                        last_sent = Some(Instant::now());
+                    }
                 }
                 if !choice["finish_reason"].is_null() {
                     finish = choice["finish_reason"].clone();
@@ -200,6 +217,7 @@ async fn chat(
             }
         }
     }
+    send_output(&progress, &task.id, &mut pending);
     Outcome::Succeeded(json!({
         "id": id, "object": "chat.completion", "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
