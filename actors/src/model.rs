@@ -306,9 +306,19 @@ pub struct UsageRecord {
     pub completion_tokens: u64,
     /// The HTTP status returned to the client.
     pub status: u16,
+    /// Summed over `requests`.
     pub latency_ms: u64,
     /// 0.0 when no price is known.
     pub cost: f64,
+    /// The calls this record stands for: the usage sink folds the calls of
+    /// one minute with the same user, token, provider, model and status into
+    /// one record (tokens, latency and cost summed).
+    #[serde(default = "one_call")]
+    pub requests: u64,
+}
+
+fn one_call() -> u64 {
+    1
 }
 
 /// Which usage records a summary covers; `None` matches everything.

@@ -77,6 +77,7 @@ both!(
     concurrent_inserts_of_one_name_make_one_user,
     an_avatar_is_kept_replaced_and_removed_with_its_user,
     usage_is_summed_per_user_and_model,
+    a_folded_usage_record_counts_all_its_calls,
     usage_filters_by_user_model_and_time,
     usage_buckets_group_by_aligned_time,
     an_empty_usage_batch_is_a_no_op,
@@ -156,6 +157,7 @@ fn usage(
         status: 200,
         latency_ms: 120,
         cost,
+        requests: 1,
     }
 }
 
@@ -471,6 +473,20 @@ mod cases {
             s.usage_buckets(all, 0).await.is_err(),
             "buckets of 0 s are refused"
         );
+    }
+
+    pub async fn a_folded_usage_record_counts_all_its_calls(s: &dyn Store) {
+        let u = user("folded");
+        let mut many = usage(&u, GPT, 0, 30, 15, 0.0);
+        many.requests = 3;
+        s.record_usage(vec![many, usage(&u, GPT, 10, 10, 5, 0.0)])
+            .await
+            .unwrap();
+        let rows = s.usage_summary(UsageQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].requests, rows[0].total_tokens), (4, 60));
+        let buckets = s.usage_buckets(UsageQuery::default(), 60).await.unwrap();
+        assert_eq!(buckets.iter().map(|b| b.requests).sum::<u64>(), 4);
     }
 
     pub async fn an_empty_usage_batch_is_a_no_op(s: &dyn Store) {

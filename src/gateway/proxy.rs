@@ -63,6 +63,7 @@ impl CallGuard {
                 status: 0,
                 latency_ms: 0,
                 cost: 0.0,
+                requests: 1,
             }),
             started,
             tokens: (0, 0),

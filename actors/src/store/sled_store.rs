@@ -740,7 +740,7 @@ impl Store for SledStore {
                         total_tokens: 0,
                         cost: 0.0,
                     });
-                row.requests += 1;
+                row.requests = row.requests.saturating_add(r.requests);
                 row.prompt_tokens = row.prompt_tokens.saturating_add(r.prompt_tokens);
                 row.completion_tokens = row.completion_tokens.saturating_add(r.completion_tokens);
                 row.total_tokens = row
@@ -768,7 +768,7 @@ impl Store for SledStore {
             inner.scan_usage(&q, |r| {
                 let start = r.at.unix_timestamp_nanos().div_euclid(width) * width;
                 let b = buckets.entry(start).or_default();
-                b.0 += 1;
+                b.0 = b.0.saturating_add(r.requests);
                 b.1 =
                     b.1.saturating_add(r.prompt_tokens)
                         .saturating_add(r.completion_tokens);

@@ -37,6 +37,7 @@ struct Columns {
     status: Vec<i32>,
     latency_ms: Vec<i64>,
     cost: Vec<f64>,
+    requests: Vec<i64>,
 }
 
 pub(super) async fn record_usage(
@@ -59,6 +60,7 @@ pub(super) async fn record_usage(
         cols.status.push(i32::from(r.status));
         cols.latency_ms.push(to_i64(r.latency_ms));
         cols.cost.push(finite_cost(r.cost));
+        cols.requests.push(to_i64(r.requests));
     }
     store
         .one("record_usage", &cols, |c, cols| {
@@ -67,10 +69,10 @@ pub(super) async fn record_usage(
                 execute(
                     c,
                     "INSERT INTO usage (at, user_id, username, token_id, provider, model, \
-                     prompt_tokens, completion_tokens, status, latency_ms, cost) \
+                     prompt_tokens, completion_tokens, status, latency_ms, cost, requests) \
                      SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], \
                      $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::int[], $10::bigint[], \
-                     $11::float8[])",
+                     $11::float8[], $12::bigint[])",
                     &[
                         &cols.at,
                         &Hidden(&cols.user_id),
@@ -83,6 +85,7 @@ pub(super) async fn record_usage(
                         &cols.status,
                         &cols.latency_ms,
                         &cols.cost,
+                        &cols.requests,
                     ],
                 )
                 .await?;
@@ -148,7 +151,7 @@ pub(super) async fn usage_summary(
 ) -> Result<Vec<UsageRow>, StoreError> {
     let mut params = Params::new();
     let sql = format!(
-        "SELECT username, user_id, model, count(*), \
+        "SELECT username, user_id, model, LEAST(sum(requests), {SATURATE})::bigint, \
          LEAST(sum(prompt_tokens), {SATURATE})::bigint, \
          LEAST(sum(completion_tokens), {SATURATE})::bigint, \
          LEAST(sum(prompt_tokens) + sum(completion_tokens), {SATURATE})::bigint, \
@@ -183,7 +186,7 @@ pub(super) async fn usage_buckets(
     let mut params: Params = vec![Box::new(bucket_width(bucket_secs)?)];
     let sql = format!(
         "SELECT (floor(extract(epoch FROM at) / $1::bigint) * $1::bigint)::bigint AS start, \
-         count(*), \
+         LEAST(sum(requests), {SATURATE})::bigint, \
          LEAST(sum(prompt_tokens) + sum(completion_tokens), {SATURATE})::bigint \
          FROM usage{} GROUP BY 1 ORDER BY 1",
         filter(&q, &mut params)
