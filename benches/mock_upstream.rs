@@ -20,7 +20,11 @@ const COMPLETION: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","cr
 const MODELS: &str = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
 
 fn sse_chunk(delta: &str, finish: &str, with_usage_null: bool) -> String {
-    let usage = if with_usage_null { r#","usage":null"# } else { "" };
+    let usage = if with_usage_null {
+        r#","usage":null"#
+    } else {
+        ""
+    };
     format!(
         "data: {{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]{usage}}}\n\n"
     )

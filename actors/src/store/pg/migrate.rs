@@ -11,7 +11,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../../../migrations/0002_avatars.sql")),
     (3, include_str!("../../../migrations/0003_usage.sql")),
     (4, include_str!("../../../migrations/0004_tasks.sql")),
-    (5, include_str!("../../../migrations/0005_usage_requests.sql")),
+    (
+        5,
+        include_str!("../../../migrations/0005_usage_requests.sql"),
+    ),
 ];
 
 /// `[a-z_][a-z0-9_]{0,62}`: safe to quote into SQL.
