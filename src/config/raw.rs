@@ -233,7 +233,7 @@ pub(super) struct RawTasks {
     pub(super) approval: String,
     #[serde(deserialize_with = "lenient")]
     pub(super) lease: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) agent: Option<RawAgent>,
 }
 

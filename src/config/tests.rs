@@ -364,3 +364,29 @@ fn access_rules_are_parsed_and_bad_ones_refused() {
     );
     assert!(err("[[access.rules]]\nscopes = [\"read\"]\nwho = 1\n").contains("access.rules[0].who"));
 }
+
+#[test]
+fn tasks_settings_are_checked_and_the_agent_backend_passes_the_egress_policy() {
+    let c = load(
+        "[tasks]\napproval = \"admin\"\nlease = \"10s\"\n[tasks.agent]\nbase_url = \"http://127.0.0.1:9000/\"\nlocal = true\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.tasks.approval, gatehouse_actors::tasks::Approver::Admin);
+    assert_eq!(c.tasks.lease, std::time::Duration::from_secs(10));
+    let agent = c.tasks.agent.unwrap();
+    assert_eq!(
+        (agent.base_url.as_str(), agent.local),
+        ("http://127.0.0.1:9000", true)
+    );
+    assert!(Config::defaults().tasks.agent.is_none());
+    assert!(err("[tasks]\napproval = \"nobody\"\n").starts_with("tasks.approval:"));
+    assert!(err("[tasks]\nlease = \"0s\"\n").starts_with("tasks.lease:"));
+    let e = err("[tasks.agent]\nbase_url = \"http://169.254.169.254/\"\nlocal = true\n");
+    assert!(e.starts_with("tasks.agent.base_url:"), "{e}");
+    let e = err("[tasks.agent]\nbase_url = \"http://127.0.0.1:9000\"\n");
+    assert!(
+        e.starts_with("tasks.agent.base_url:"),
+        "loopback needs local: {e}"
+    );
+}
