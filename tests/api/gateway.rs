@@ -371,6 +371,20 @@ async fn models_list_only_what_the_principal_may_call() {
         .await
         .unwrap();
     assert_eq!(error_code(res).await, (403, "model_not_allowed".into()));
+    // The denial is in the audit log.
+    gw.app.add_user("admin", PW, true).await;
+    let admin = client();
+    gw.app.login_with(&admin, "admin", PW).await;
+    let audit: Value = gw
+        .app
+        .get_with(&admin, "/admin/api/audit?action=policy.deny")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["data"].as_array().unwrap().len(), 1, "{audit}");
+    assert_eq!(audit["data"][0]["target"], "oa/m1");
+    assert_eq!(audit["data"][0]["actor_name"], "alice");
     let default: Value = gw.chat("default", false).await.json().await.unwrap();
     assert_eq!(
         default["choices"][0]["message"]["content"],
