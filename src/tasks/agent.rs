@@ -45,44 +45,41 @@ fn client(state: &AppState, clients: &WorkerClients) -> Result<(awc::Client, Str
     ))
 }
 
-async fn get_json(req: awc::ClientRequest) -> Result<Value, AgentError> {
-    let mut res = req
-        .send()
-        .await
-        .map_err(|e| AgentError::Failed(e.to_string()))?;
+/// The JSON body of a 2xx answer; with `lenient`, `null` when it is empty or not JSON.
+async fn answer<S>(
+    sent: impl std::future::Future<
+        Output = Result<awc::ClientResponse<S>, awc::error::SendRequestError>,
+    >,
+    lenient: bool,
+) -> Result<Value, AgentError>
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let failed = |e: &dyn std::fmt::Display| AgentError::Failed(e.to_string());
+    let mut res = sent.await.map_err(|e| failed(&e))?;
     if !res.status().is_success() {
         return Err(AgentError::Failed(format!(
             "answered {}",
             res.status().as_u16()
         )));
     }
-    let body = res
-        .body()
-        .limit(MAX_BODY)
-        .await
-        .map_err(|e| AgentError::Failed(e.to_string()))?;
-    serde_json::from_slice(&body)
-        .map_err(|_| AgentError::Failed("answered something that is not JSON".into()))
+    let body = res.body().limit(MAX_BODY).await.map_err(|e| failed(&e))?;
+    match serde_json::from_slice(&body) {
+        Ok(v) => Ok(v),
+        Err(_) if lenient => Ok(Value::Null),
+        Err(_) => Err(AgentError::Failed(
+            "answered something that is not JSON".into(),
+        )),
+    }
+}
+
+async fn get_json(req: awc::ClientRequest) -> Result<Value, AgentError> {
+    answer(req.send(), false).await
 }
 
 async fn post_json(req: awc::ClientRequest, body: Value) -> Result<Value, AgentError> {
-    let mut res = req
-        .insert_header(("x-gatehouse-contract", CONTRACT.to_string()))
-        .send_json(&body)
-        .await
-        .map_err(|e| AgentError::Failed(e.to_string()))?;
-    if !res.status().is_success() {
-        return Err(AgentError::Failed(format!(
-            "answered {}",
-            res.status().as_u16()
-        )));
-    }
-    let body = res
-        .body()
-        .limit(MAX_BODY)
-        .await
-        .map_err(|e| AgentError::Failed(e.to_string()))?;
-    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let req = req.insert_header(("x-gatehouse-contract", CONTRACT.to_string()));
+    answer(req.send_json(&body), true).await
 }
 
 /// Checks the backend speaks our contract (before any mutating call).

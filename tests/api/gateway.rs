@@ -58,6 +58,24 @@ local = true
 }
 
 impl Gw {
+    /// `GET /v1/models` with `token`: the answer and its ids.
+    pub async fn models(&self, token: &str) -> (Value, Vec<String>) {
+        let res = reqwest::Client::new()
+            .get(format!("{}/v1/models", self.app.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = res.json().await.unwrap();
+        let ids = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        (body, ids)
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         reqwest::Client::new()
             .post(format!("{}{path}", self.app.url))
@@ -313,21 +331,8 @@ async fn embeddings_pass_through_and_anthropic_offers_none() {
 #[actix_rt::test]
 async fn models_list_only_what_the_principal_may_call() {
     let gw = gateway("[models]\ndefault = \"oa/m1\"\n[models.aliases]\nfast = [\"oa/m1\", \"an/claude-x\"]\nghost = [\"zz/none\"]").await;
-    let all: Value = reqwest::Client::new()
-        .get(format!("{}/v1/models", gw.app.url))
-        .bearer_auth(&gw.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = all["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let (all, ids) = gw.models(&gw.token).await;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert!(
         ids.contains(&"oa/m1")
             && ids.contains(&"an/claude-x")
@@ -347,21 +352,7 @@ async fn models_list_only_what_the_principal_may_call() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mine: Value = reqwest::Client::new()
-        .get(format!("{}/v1/models", gw.app.url))
-        .bearer_auth(&narrow)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = mine["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let (_, ids) = gw.models(&narrow).await;
     assert_eq!(ids, ["an/claude-x", "an/hold"]);
     let res = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", gw.app.url))
