@@ -436,23 +436,50 @@ async fn cancelling_a_running_task_stops_the_upstream_call_and_retry_runs_it_aga
 
 /// A fake agent backend speaking contract `version`; answers its base URL and what it saw.
 fn fake_agent(version: u64) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+    fake_agent_run(version, "succeeded")
+}
+
+/// As [`fake_agent`], with the run's status fixed (`running`: it never ends until cancelled).
+fn fake_agent_run(
+    version: u64,
+    status: &'static str,
+) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
     let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
     let s = seen.clone();
     let url = serve(move || {
         let s = s.clone();
         App::new().default_service(web::to(move |req: HttpRequest| {
-            let contract = req.headers().get("x-gatehouse-contract").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            s.lock().unwrap().push((format!("{} {}", req.method(), req.path()), contract));
-            let after: u64 = req.query_string().strip_prefix("after=").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let contract = req
+                .headers()
+                .get("x-gatehouse-contract")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            s.lock()
+                .unwrap()
+                .push((format!("{} {}", req.method(), req.path()), contract));
+            let after: u64 = req
+                .query_string()
+                .strip_prefix("after=")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
             async move {
                 match req.path() {
                     "/contract" => HttpResponse::Ok().json(json!({"version": version})),
                     "/runs" => HttpResponse::Created().json(json!({"id": "run-7"})),
                     "/runs/run-7/events" => {
-                        let all = [json!({"seq": 1, "kind": "output", "data": {"step": "plan"}}), json!({"seq": 2, "kind": "output", "data": {"step": "act"}})];
-                        let events: Vec<&Value> = all.iter().filter(|e| e["seq"].as_u64().unwrap() > after).collect();
-                        HttpResponse::Ok().json(json!({"status": "succeeded", "events": events, "result": {"answer": 42}}))
+                        let all = [
+                            json!({"seq": 1, "kind": "output", "data": {"step": "plan"}}),
+                            json!({"seq": 2, "kind": "output", "data": {"step": "act"}}),
+                        ];
+                        let events: Vec<&Value> = all
+                            .iter()
+                            .filter(|e| e["seq"].as_u64().unwrap() > after)
+                            .collect();
+                        HttpResponse::Ok().json(
+                            json!({"status": status, "events": events, "result": {"answer": 42}}),
+                        )
                     }
+                    "/runs/run-7/cancel" => HttpResponse::Ok().json(json!({})),
                     _ => HttpResponse::NotFound().finish(),
                 }
             }
@@ -538,4 +565,57 @@ async fn agent_runs_go_to_the_backend_and_a_contract_mismatch_is_a_clear_502() {
         )
         .await;
     assert_eq!(error_code(res).await, (400, "invalid_kind".into()));
+}
+
+#[actix_rt::test]
+async fn cancelling_an_agent_run_cancels_it_at_the_backend() {
+    let (url, seen) = fake_agent_run(1, "running");
+    let gw = gateway(&format!(
+        "[tasks.agent]\nbase_url = \"{url}\"\nlocal = true"
+    ))
+    .await;
+    let t: Value = gw
+        .task_req(
+            &gw.token,
+            "/v1/tasks",
+            Some("long"),
+            json!({"kind": "agent.run", "input": {}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = t["id"].as_str().unwrap();
+    let polled = |what: &str| seen.lock().unwrap().iter().any(|(w, _)| w == what);
+    for _ in 0..200 {
+        if polled("GET /runs/run-7/events") {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        polled("GET /runs/run-7/events"),
+        "the run is being followed"
+    );
+    let res = gw
+        .task_req(
+            &gw.token,
+            &format!("/v1/tasks/{id}/cancel"),
+            Some("stop"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "cancelled");
+    for _ in 0..200 {
+        if polled("POST /runs/run-7/cancel") {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let cancel = seen
+        .iter()
+        .find(|(w, _)| w == "POST /runs/run-7/cancel")
+        .expect("the backend was told to cancel");
+    assert_eq!(cancel.1.as_deref(), Some("1"));
 }
