@@ -437,13 +437,15 @@ impl OidcProvider {
         let log = |stderr: &tempfile::NamedTempFile| {
             std::fs::read_to_string(stderr.path()).unwrap_or_default()
         };
-        let issuer = match rx.recv_timeout(Duration::from_secs(20)) {
+        // Generous: on two busy cores (browsers and other providers starting
+        // in parallel tests) node can take long to load oidc-provider.
+        let issuer = match rx.recv_timeout(Duration::from_secs(90)) {
             Ok(issuer) => issuer,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "the OpenID provider (port {port}) was not ready within 20 s: {}",
+                    "the OpenID provider (port {port}) was not ready within 90 s: {}",
                     log(&stderr)
                 );
             }
