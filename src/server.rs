@@ -59,6 +59,8 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
                 let fut = srv.call(req);
                 async move {
                     let mut res = fut.await?;
+                    // Inside the request's span, so the line carries its id.
+                    tracing::debug!(status = res.status().as_u16(), "request done");
                     if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
                         res.headers_mut()
                             .insert(HeaderName::from_static("x-request-id"), v);
