@@ -11,6 +11,42 @@ pub mod translate;
 use crate::config::{Config, ProviderKind};
 use gatehouse_actors::gateway::{self as gw, GatewaySpec, ProviderSpec};
 
+/// Where a call to `model` by `principal` may go, primary first:
+/// `403 model_not_allowed` when its credential may not call it, `404
+/// model_not_found` when no offered provider has it. The one check every
+/// way into the gateway (model API, tasks) makes.
+pub fn targets_for(
+    state: &crate::AppState,
+    principal: &crate::auth::Principal,
+    model: &str,
+) -> Result<Vec<gatehouse_actors::gateway::Target>, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let shown: String = model
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(256)
+        .collect();
+    if !state.config.access.may_call(principal, model) {
+        return Err(ApiError::forbidden(
+            "model_not_allowed",
+            format!("this credential may not call the model {shown:?}"),
+        ));
+    }
+    state
+        .handles
+        .catalog()
+        .load()
+        .resolve(model)
+        .ok_or_else(|| {
+            ApiError::new(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!("the model {shown:?} does not exist or is not offered"),
+            )
+        })
+}
+
 /// The actors' view of the configured providers.
 pub fn spec(config: &Config, upstream: clients::UpstreamSetup) -> GatewaySpec {
     let providers = config

@@ -172,20 +172,7 @@ pub async fn create(
                 .ok_or_else(|| {
                     ApiError::bad_request("invalid_request", "input.model: field required")
                 })?;
-            if !state.config.access.may_call(&principal, model) {
-                return Err(ApiError::forbidden(
-                    "model_not_allowed",
-                    format!("this credential may not call the model {model:?}"),
-                ));
-            }
-            if state.handles.catalog().load().resolve(model).is_none() {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    "model_not_found",
-                    format!("the model {model:?} does not exist or is not offered"),
-                ));
-            }
+            crate::gateway::targets_for(&state, &principal, model)?;
             if !new.input.get("messages").is_some_and(Value::is_array) {
                 return Err(ApiError::bad_request(
                     "invalid_request",

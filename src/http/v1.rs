@@ -81,30 +81,21 @@ async fn call(
             ))
         }
     };
-    if !state.config.access.may_call(&principal, &model) {
-        let who = Actor {
-            id: Some(principal.id.clone()),
-            name: principal.username.clone(),
-            ip: client_ip(&req, &state.config.server.trusted_proxies),
-        };
-        audit(
-            &state,
-            &who,
-            "policy.deny",
-            Some(model.clone()),
-            json!({"route": req.path()}),
-        )
-        .await;
-        return Err(ApiError::forbidden(
-            "model_not_allowed",
-            format!("this credential may not call the model {model:?}"),
-        ));
-    }
-    let catalog = state.handles.catalog().load();
-    let mut targets = catalog
-        .resolve(&model)
-        .ok_or_else(|| model_not_found(&model))?;
-    drop(catalog);
+    let mut targets = match crate::gateway::targets_for(&state, &principal, &model) {
+        Ok(targets) => targets,
+        Err(e) => {
+            if e.code == "model_not_allowed" {
+                let who = Actor {
+                    id: Some(principal.id.clone()),
+                    name: principal.username.clone(),
+                    ip: client_ip(&req, &state.config.server.trusted_proxies),
+                };
+                let details = json!({"route": req.path()});
+                audit(&state, &who, "policy.deny", Some(model.clone()), details).await;
+            }
+            return Err(e);
+        }
+    };
     if surface == Surface::Embeddings {
         targets.retain(|t| t.provider.kind == gatehouse_actors::gateway::ProviderKind::OpenAi);
         if targets.is_empty() {
@@ -132,18 +123,4 @@ async fn call(
     }
     .run(targets, &model)
     .await
-}
-
-fn model_not_found(model: &str) -> ApiError {
-    let shown: String = model
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(256)
-        .collect();
-    ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "model_not_found",
-        format!("the model {shown:?} does not exist or is not offered"),
-    )
 }

@@ -136,17 +136,9 @@ async fn chat(
     let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
         return failed("invalid_request", "input.model: field required");
     };
-    if !state.config.access.may_call(principal, &model) {
-        return failed(
-            "model_not_allowed",
-            format!("this credential may not call the model {model:?}"),
-        );
-    }
-    let Some(targets) = state.handles.catalog().load().resolve(&model) else {
-        return failed(
-            "model_not_found",
-            format!("the model {model:?} does not exist or is not offered"),
-        );
+    let targets = match crate::gateway::targets_for(state, principal, &model) {
+        Ok(targets) => targets,
+        Err(e) => return failed(&e.code, e.message),
     };
     body["stream"] = Value::Bool(true);
     body["stream_options"] = json!({"include_usage": true});

@@ -240,15 +240,17 @@ fn sse(parts: Vec<String>, model: &str, s: Shared) -> HttpResponse {
                 return;
             }
             // `endless` goes on with a chunk every 50 ms until its reader is gone.
-            while i == 0 && model == "endless" {
-                actix_rt::time::sleep(Duration::from_millis(50)).await;
-                let more = format!(
-                    "data: {}\n\n",
-                    json!({"choices": [{"index": 0, "delta": {"content": "."}}]})
-                );
-                if tx.send(more).await.is_err() {
-                    s.cancelled.fetch_add(1, Ordering::SeqCst);
-                    return;
+            if i == 0 && model == "endless" {
+                loop {
+                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+                    let more = format!(
+                        "data: {}\n\n",
+                        json!({"choices": [{"index": 0, "delta": {"content": "."}}]})
+                    );
+                    if tx.send(more).await.is_err() {
+                        s.cancelled.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
                 }
             }
         }
