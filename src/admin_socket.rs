@@ -69,6 +69,28 @@ pub enum AdminRequest {
         grace: Option<i64>,
     },
     KeysRotate,
+    KeysRotateMaster,
+    ProvidersList,
+    ProvidersAdd {
+        name: String,
+        kind: String,
+        base_url: String,
+        local: bool,
+        models: Vec<String>,
+        key: Option<String>,
+    },
+    ProvidersRemove {
+        name: String,
+    },
+    ProvidersTest {
+        name: String,
+    },
+    ModelsList {
+        user: Option<String>,
+    },
+    ModelsSetDefault {
+        model: String,
+    },
 }
 
 impl std::fmt::Debug for AdminRequest {
@@ -86,6 +108,13 @@ impl std::fmt::Debug for AdminRequest {
             AdminRequest::TokensRevoke { .. } => "tokens revoke",
             AdminRequest::TokensRotate { .. } => "tokens rotate",
             AdminRequest::KeysRotate => "keys rotate",
+            AdminRequest::KeysRotateMaster => "keys rotate-master",
+            AdminRequest::ProvidersList => "providers list",
+            AdminRequest::ProvidersAdd { .. } => "providers add",
+            AdminRequest::ProvidersRemove { .. } => "providers remove",
+            AdminRequest::ProvidersTest { .. } => "providers test",
+            AdminRequest::ModelsList { .. } => "models list",
+            AdminRequest::ModelsSetDefault { .. } => "models set-default",
         };
         f.write_str(name)
     }
@@ -195,16 +224,147 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
             Ok((String::new(), format!("new signing key {kid}; tokens signed by older keys stay valid until they expire\n")))
         }
         .await,
+        AdminRequest::KeysRotateMaster
+        | AdminRequest::ProvidersList
+        | AdminRequest::ProvidersAdd { .. }
+        | AdminRequest::ProvidersRemove { .. }
+        | AdminRequest::ProvidersTest { .. }
+        | AdminRequest::ModelsList { .. }
+        | AdminRequest::ModelsSetDefault { .. } => providers_command(state, &actor, req).await,
     };
     match result {
         Ok((out, err)) => AdminResponse::ok(out, err),
-        Err(e) if e.status.as_u16() == 404 => {
+        Err(e) if e.status.as_u16() == 404 && e.message == "not found" => {
             AdminResponse::err("not found: no such user or token")
         }
         Err(e) if e.status.as_u16() == 503 => {
             AdminResponse::err("the gateway is busy or restarting a component; try again")
         }
         Err(e) => AdminResponse::err(e.message.into_owned()),
+    }
+}
+
+/// The provider and model commands: `(stdout, stderr)`.
+async fn providers_command(
+    state: &AppState,
+    actor: &Actor,
+    req: AdminRequest,
+) -> Result<(String, String), ApiError> {
+    use crate::providers as svc;
+    match req {
+        AdminRequest::ProvidersList => {
+            let mut out = String::new();
+            for p in svc::list(state).await? {
+                let profiles: Vec<String> = p
+                    .profiles
+                    .iter()
+                    .map(|q| {
+                        format!(
+                            "{}({})",
+                            q.name,
+                            serde_json::to_value(q.state)
+                                .unwrap_or_default()
+                                .as_str()
+                                .unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                let _ = write!(
+                    out,
+                    "{}  {}  {}  source: {}  models: {}  profiles: {}",
+                    p.name,
+                    p.kind.as_str(),
+                    p.base_url,
+                    p.source,
+                    p.models.len(),
+                    if profiles.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        profiles.join(", ")
+                    }
+                );
+                if !p.offered {
+                    out.push_str("  NOT OFFERED");
+                }
+                out.push('\n');
+            }
+            Ok((out, String::new()))
+        }
+        AdminRequest::ProvidersAdd {
+            name,
+            kind,
+            base_url,
+            local,
+            models,
+            key,
+        } => {
+            let body = svc::ProviderPut {
+                kind,
+                base_url,
+                models,
+                local,
+                timeouts: None,
+            };
+            let (_, created) = svc::put_provider(state, actor, &name, body).await?;
+            let mut err = format!(
+                "{} provider {name}\n",
+                if created { "added" } else { "updated" }
+            );
+            if let Some(key) = key {
+                let profile = svc::ProfilePut {
+                    api_key: Some(key),
+                    ..Default::default()
+                };
+                svc::put_profile(state, actor, &name, "default", profile).await?;
+                err.push_str("its key is stored, sealed, in the profile `default`\n");
+            }
+            Ok((String::new(), err))
+        }
+        AdminRequest::ProvidersRemove { name } => {
+            svc::delete_provider(state, actor, &name).await?;
+            Ok((String::new(), format!("removed provider {name}\n")))
+        }
+        AdminRequest::ProvidersTest { name } => {
+            let (ms, models) = svc::test(state, &name).await?;
+            Ok((
+                format!("ok  {ms} ms  models: {}\n", models.join(", ")),
+                String::new(),
+            ))
+        }
+        AdminRequest::ModelsList { user } => {
+            let principal = match user {
+                Some(name) => Principal::as_user(tokens::user_by_name(state, &name).await?),
+                None => Principal::local_admin(),
+            };
+            let mut out = String::new();
+            for m in svc::models_for(state, &principal) {
+                out.push_str(&m);
+                out.push('\n');
+            }
+            Ok((out, String::new()))
+        }
+        AdminRequest::ModelsSetDefault { model } => {
+            svc::set_default(state, actor, &model).await?;
+            let msg = if model.is_empty() {
+                "the model `default` now resolves as the config file says\n".to_owned()
+            } else {
+                format!("the model `default` now resolves to {model}\n")
+            };
+            Ok((String::new(), msg))
+        }
+        AdminRequest::KeysRotateMaster => {
+            let (n, shown) = svc::rotate_master(state, actor).await?;
+            let mut err = format!("re-sealed {n} stored provider key(s) under a new master key\n");
+            let out = match shown {
+                Some(text) => {
+                    err.push_str("the master key came from GATEHOUSE_MASTER_KEY: set it to the new key (printed on standard output) before the next start\n");
+                    format!("{text}\n")
+                }
+                None => String::new(),
+            };
+            Ok((out, err))
+        }
+        _ => Err(ApiError::internal()),
     }
 }
 

@@ -38,9 +38,54 @@ pub enum Command {
     /// Manage API tokens
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Manage token-signing keys
+    /// Manage token-signing keys and the master key
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage model providers added at run time
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+    /// List models, set the default model
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// List providers (from the config file and added at run time) with their profiles' health
+    List,
+    /// Add (or change) a provider; --key-stdin stores its key, sealed, as the profile `default`
+    Add {
+        name: String,
+        /// openai (any OpenAI-compatible API) or anthropic
+        #[arg(long = "type", value_name = "T")]
+        kind: String,
+        #[arg(long, value_name = "U")]
+        base_url: String,
+        /// Allow a loopback base URL (a model server on this machine)
+        #[arg(long)]
+        local: bool,
+        /// Comma-separated model ids (default: discover with GET /models)
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Read the provider's API key from standard input (one line)
+        #[arg(long)]
+        key_stdin: bool,
+    },
+    /// Remove a provider added at run time, with its profiles
+    Remove { name: String },
+    /// Ask the provider for its models with its credential; prints latency and models
+    Test { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the model names clients may call (as a user sees them with --user)
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Make the model name `default` resolve to MODEL ("" restores the config file's)
+    SetDefault { model: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +122,8 @@ pub enum TokensCommand {
 pub enum KeysCommand {
     /// Make a new token-signing key; tokens signed by older keys stay valid until they expire
     Rotate,
+    /// Re-encrypt stored provider keys under a new master key
+    RotateMaster,
 }
 
 /// Seconds, or a duration such as `90s`, `24h`, `30d`.
@@ -155,6 +202,20 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Keys(KeysCommand::Rotate) => {
             admin(&home, cli.config.as_deref(), AdminRequest::KeysRotate)
+        }
+        Command::Keys(KeysCommand::RotateMaster) => {
+            admin(&home, cli.config.as_deref(), AdminRequest::KeysRotateMaster)
+        }
+        Command::Providers(cmd) => match providers_request(cmd) {
+            Ok(req) => admin(&home, cli.config.as_deref(), req),
+            Err(msg) => fail(&msg),
+        },
+        Command::Models(cmd) => {
+            let req = match cmd {
+                ModelsCommand::List { user } => AdminRequest::ModelsList { user },
+                ModelsCommand::SetDefault { model } => AdminRequest::ModelsSetDefault { model },
+            };
+            admin(&home, cli.config.as_deref(), req)
         }
     }
 }
@@ -236,6 +297,48 @@ fn tokens_request(cmd: TokensCommand) -> Result<AdminRequest, String> {
             id,
             grace: grace.as_deref().map(seconds).transpose()?,
         },
+    })
+}
+
+fn providers_request(cmd: ProvidersCommand) -> Result<AdminRequest, String> {
+    Ok(match cmd {
+        ProvidersCommand::List => AdminRequest::ProvidersList,
+        ProvidersCommand::Add {
+            name,
+            kind,
+            base_url,
+            local,
+            models,
+            key_stdin,
+        } => {
+            let key = if key_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("reading the key: {e}"))?;
+                let key = line.trim().to_owned();
+                if key.is_empty() {
+                    return Err("no key on standard input".into());
+                }
+                Some(key)
+            } else {
+                None
+            };
+            AdminRequest::ProvidersAdd {
+                name,
+                kind,
+                base_url,
+                local,
+                models: models
+                    .into_iter()
+                    .filter(|m| !m.trim().is_empty())
+                    .collect(),
+                key,
+            }
+        }
+        ProvidersCommand::Remove { name } => AdminRequest::ProvidersRemove { name },
+        ProvidersCommand::Test { name } => AdminRequest::ProvidersTest { name },
     })
 }
 

@@ -210,6 +210,11 @@ impl From<GatehouseError> for ApiError {
                 "this Idempotency-Key was used with a different request",
             ),
             GatehouseError::InvalidTransition(msg) => ApiError::conflict("invalid_transition", msg),
+            GatehouseError::ConfigOwned(msg) => ApiError::conflict("config_provider", msg),
+            GatehouseError::EgressDenied(msg) => ApiError::unprocessable(
+                "egress_denied",
+                format!("refused by the egress policy: {msg}"),
+            ),
             GatehouseError::Unauthenticated => ApiError::unauthenticated(),
             GatehouseError::Unavailable(why) => {
                 tracing::warn!(why, "unavailable");

@@ -32,7 +32,9 @@ pub mod gateway;
 pub mod home;
 pub mod http;
 pub mod llms_import;
+pub mod master;
 pub mod password;
+pub mod providers;
 pub mod server;
 pub mod tasks;
 pub mod tokens;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub upstream: gateway::clients::UpstreamSetup,
     /// Idempotency keys whose first request is still being handled here.
     pub inflight: http::tasks::InFlight,
+    /// Where the master key came from (`None`: no stored provider keys).
+    pub master_source: Option<master::Source>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,8 @@ pub enum StartError {
     Postgres(gatehouse_actors::StoreError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
 }
 
 /// A running Gatehouse: its actors and the state handlers need.
@@ -99,6 +105,7 @@ pub struct Builder {
     check_interval: std::time::Duration,
     env: Option<gatehouse_actors::gateway::EnvLookup>,
     usage_flush: std::time::Duration,
+    master_key: Option<String>,
 }
 
 impl Gatehouse {
@@ -112,6 +119,7 @@ impl Gatehouse {
             check_interval: std::time::Duration::from_millis(250),
             env: None,
             usage_flush: std::time::Duration::from_secs(1),
+            master_key: None,
         }
     }
 
@@ -172,6 +180,13 @@ impl Builder {
         self
     }
 
+    /// The master key sealing stored provider keys (64 hex digits or
+    /// base64), instead of `GATEHOUSE_MASTER_KEY` or the home's key file.
+    pub fn master_key(mut self, key: &str) -> Self {
+        self.master_key = Some(key.to_owned());
+        self
+    }
+
     /// How often usage records are written to the store (default 1 s).
     pub fn usage_flush(mut self, every: std::time::Duration) -> Self {
         self.usage_flush = every;
@@ -181,6 +196,9 @@ impl Builder {
     /// Opens the store, starts the actors on the current actix system and
     /// waits until they have loaded their state.
     pub async fn build(self) -> Result<Gatehouse, StartError> {
+        let home_dir = self.home.clone();
+        let own_sled =
+            self.store.is_none() && self.config.store.backend == config::StoreBackend::Sled;
         let store = match self.store {
             Some(s) => s,
             None => {
@@ -213,6 +231,30 @@ impl Builder {
         if let Some(env) = self.env.clone() {
             gateway_spec.env = env;
         }
+        let stored = store
+            .load_gateway()
+            .await
+            .map_err(|e| StartError::Actors(gatehouse_actors::GatehouseError::Store(e)))?;
+        let master = match self.master_key {
+            Some(text) => master::load(Some(text), None, &stored)
+                .map(|k| k.map(|(k, _)| (k, master::Source::Given))),
+            None => {
+                let env = match &self.env {
+                    Some(lookup) => lookup(master::ENV_VAR),
+                    None => std::env::var(master::ENV_VAR).ok(),
+                };
+                let home = match &home_dir {
+                    Some(h) => Some(h.clone()),
+                    None if own_sled => Some(home::default_home()),
+                    None => None,
+                };
+                master::load(env, home.as_deref(), &stored)
+            }
+        }
+        .map_err(StartError::MasterKey)?;
+        let master_source = master.as_ref().map(|(_, s)| s.clone());
+        gateway_spec.store = Some(store.clone());
+        gateway_spec.master.store(master.map(|(k, _)| Arc::new(k)));
         let actor_config = ActorConfig {
             sweep_interval: self.config.store.sweep_interval,
             check_interval: self.check_interval,
@@ -252,6 +294,7 @@ impl Builder {
             oidc,
             upstream,
             inflight: Default::default(),
+            master_source,
         };
         let data = actix_web::web::Data::new(state);
         // Tasks run as soon as there is something to run them with.

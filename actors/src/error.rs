@@ -53,6 +53,12 @@ pub enum GatehouseError {
     IdempotencyKeyReused,
     #[error("{0}")]
     InvalidTransition(String),
+    /// Owned by the config file: not changed through the API.
+    #[error("{0}")]
+    ConfigOwned(String),
+    /// The egress policy forbids this upstream address.
+    #[error("egress policy: {0}")]
+    EgressDenied(String),
     #[error("storage")]
     Store(#[from] StoreError),
 }

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod keys;
 pub mod model;
 pub mod oauth;
+pub mod secrets;
 pub mod session;
 pub mod store;
 pub mod supervisor;

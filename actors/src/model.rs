@@ -492,3 +492,58 @@ pub enum SaveTask {
     /// The task changed since it was read (or a new task's id exists): nothing was written.
     Stale,
 }
+
+/// What kind of run-time gateway setting a [`GatewayItem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    Provider,
+    /// A provider's credential profile, named `PROVIDER/PROFILE`; its
+    /// secrets are sealed under the master key inside the body.
+    Profile,
+    Alias,
+    Setting,
+}
+
+impl ItemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Provider => "provider",
+            ItemKind::Profile => "profile",
+            ItemKind::Alias => "alias",
+            ItemKind::Setting => "setting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "provider" => ItemKind::Provider,
+            "profile" => ItemKind::Profile,
+            "alias" => ItemKind::Alias,
+            "setting" => ItemKind::Setting,
+            _ => return None,
+        })
+    }
+}
+
+/// A provider, credential profile, alias or setting changed at run time
+/// (through the admin API or CLI), as stored. The body is JSON owned by
+/// the `ProviderActor`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayItem {
+    pub kind: ItemKind,
+    /// `NAME`; `PROVIDER/NAME` for a profile.
+    pub name: String,
+    pub body: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for GatewayItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayItem")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}

@@ -163,6 +163,18 @@ impl Store for Gated {
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.inner.check_writable().await
     }
+    async fn load_gateway(&self) -> Result<Vec<GatewayItem>, StoreError> {
+        self.inner.load_gateway().await
+    }
+    async fn put_gateway_item(&self, item: GatewayItem) -> Result<bool, StoreError> {
+        self.inner.put_gateway_item(item).await
+    }
+    async fn delete_gateway_item(&self, kind: ItemKind, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_gateway_item(kind, name).await
+    }
+    async fn put_gateway_items(&self, items: Vec<GatewayItem>) -> Result<(), StoreError> {
+        self.inner.put_gateway_items(items).await
+    }
 }
 
 #[actix_rt::test]

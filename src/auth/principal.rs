@@ -164,6 +164,12 @@ impl Principal {
         )
     }
 
+    /// What a user may do when signed in (for listing on their behalf).
+    pub fn as_user(user: Arc<UserRecord>) -> Self {
+        let scopes = Self::user_scopes(&user);
+        Self::of_user(user, scopes, Via::LocalAnonymous, None)
+    }
+
     pub fn local_admin() -> Self {
         Principal {
             id: "local".into(),

@@ -219,6 +219,18 @@ pub struct ProviderConfig {
     pub local: bool,
     pub timeouts: gatehouse_actors::gateway::Timeouts,
     pub circuit: gatehouse_actors::gateway::CircuitConfig,
+    /// `[providers.NAME.profiles.P]`: named keys, tried in order.
+    pub profiles: Vec<ProfileConfig>,
+    /// Profile names tried first, in this order.
+    pub auth_order: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileConfig {
+    pub name: String,
+    pub api_key: Secret,
+    pub order: i64,
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

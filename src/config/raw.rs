@@ -31,6 +31,11 @@ where
         .map_err(|e| D::Error::custom(format!("invalid value {v}: {e}")))
 }
 
+/// A value as its own type says (tables of tables).
+fn plain<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    T::deserialize(d)
+}
+
 /// A list of strings; a single string is split on commas (environment values).
 fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     match Value::deserialize(d)? {
@@ -205,6 +210,14 @@ raw!(RawProvider {
     total_timeout: String = "lenient", default "default_total_timeout";
     circuit_failures: u32 = "lenient", default "default_circuit_failures";
     circuit_cooldown: String = "lenient", default "default_circuit_cooldown";
+    auth_order: Vec<String> = "strings", default "Vec::new";
+    profiles: BTreeMap<String, RawProfile> = "plain", default "BTreeMap::new";
+});
+
+raw!(RawProfile {
+    api_key: String = "lenient", default "String::new";
+    order: i64 = "lenient", default "i64::default";
+    headers: BTreeMap<String, String> = "plain", default "BTreeMap::new";
 });
 
 #[derive(Deserialize, Serialize)]

@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::raw::RawConfig;
 use super::{
     bad, parse_duration, AuthConfig, BearerConfig, BearerKind, Config, ConfigError, EgressConfig,
-    GithubConfig, ModelsConfig, OidcConfig, ProviderConfig, ProviderKind, Secret, ServerConfig,
-    StoreBackend, StoreConfig, TasksConfig,
+    GithubConfig, ModelsConfig, OidcConfig, ProfileConfig, ProviderConfig, ProviderKind, Secret,
+    ServerConfig, StoreBackend, StoreConfig, TasksConfig,
 };
 
 fn duration(key: &str, s: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
@@ -308,6 +308,36 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             failures: at_least(&key("circuit_failures"), p.circuit_failures, 1)?,
             cooldown: duration(&key("circuit_cooldown"), &p.circuit_cooldown, false)?,
         };
+        let mut profiles = Vec::new();
+        for (pname, raw_profile) in p.profiles {
+            let pkey = |k: &str| key(&format!("profiles.{pname}.{k}"));
+            check_name(&key(&format!("profiles.{pname}")), &pname)?;
+            if raw_profile.api_key.trim().is_empty() {
+                return Err(bad(pkey("api_key"), "must not be empty"));
+            }
+            let mut headers = Vec::new();
+            for (h, v) in raw_profile.headers {
+                if !gatehouse_actors::gateway::profiles::header_allowed(&h) {
+                    return Err(bad(
+                        pkey("headers"),
+                        format!("the header {h:?} may not be set by a profile"),
+                    ));
+                }
+                if !gatehouse_actors::gateway::profiles::header_value_allowed(&v) {
+                    return Err(bad(
+                        pkey("headers"),
+                        format!("the value of {h:?} must be printable ASCII, at most 1024 bytes"),
+                    ));
+                }
+                headers.push((h, v));
+            }
+            profiles.push(ProfileConfig {
+                name: pname,
+                api_key: Secret::new(raw_profile.api_key.trim()),
+                order: raw_profile.order,
+                headers,
+            });
+        }
         let cfg = ProviderConfig {
             kind,
             base_url,
@@ -316,6 +346,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             local: p.local,
             timeouts,
             circuit,
+            profiles,
+            auth_order: p.auth_order,
         };
         providers.insert(name, cfg);
     }

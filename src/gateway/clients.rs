@@ -7,7 +7,7 @@
 
 use actix_tls::connect::{Resolve, Resolver};
 use futures_util::future::LocalBoxFuture;
-use gatehouse_actors::gateway::{EgressPolicy, ModelLister, Provider, ProviderKind};
+use gatehouse_actors::gateway::{EgressPolicy, ModelLister, Profile, Provider, ProviderKind};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,20 +148,29 @@ impl WorkerClients {
     }
 }
 
-/// Adds the provider's credential the way its API expects it.
-pub fn authorize(req: awc::ClientRequest, provider: &Provider) -> awc::ClientRequest {
-    match (&provider.key, provider.kind) {
-        (None, ProviderKind::OpenAi) => req,
-        (None, ProviderKind::Anthropic) => {
-            req.insert_header(("anthropic-version", ANTHROPIC_VERSION))
-        }
-        (Some(key), ProviderKind::OpenAi) => {
-            req.insert_header(("authorization", format!("Bearer {key}")))
-        }
-        (Some(key), ProviderKind::Anthropic) => req
-            .insert_header(("x-api-key", &**key))
-            .insert_header(("anthropic-version", ANTHROPIC_VERSION)),
+/// Adds a profile's credential (and headers) the way the provider's API
+/// expects them; `None` for a local provider that needs no key.
+pub fn authorize(
+    mut req: awc::ClientRequest,
+    kind: ProviderKind,
+    profile: Option<&Profile>,
+) -> awc::ClientRequest {
+    if kind == ProviderKind::Anthropic {
+        req = req.insert_header(("anthropic-version", ANTHROPIC_VERSION));
     }
+    let Some(profile) = profile else {
+        return req;
+    };
+    req = match kind {
+        ProviderKind::OpenAi => {
+            req.insert_header(("authorization", format!("Bearer {}", profile.key)))
+        }
+        ProviderKind::Anthropic => req.insert_header(("x-api-key", &*profile.key)),
+    };
+    for (name, value) in &profile.headers {
+        req = req.insert_header((name.as_str(), value.as_str()));
+    }
+    req
 }
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -184,7 +193,12 @@ pub async fn list_models(client: &awc::Client, provider: &Provider) -> Result<Ve
     struct Item {
         id: String,
     }
-    let req = authorize(client.get(models_url(provider)), provider);
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let profile = provider.next_profile(now_ms, "", 0).map(|(_, p)| &**p);
+    if profile.is_none() && !provider.profiles.is_empty() {
+        return Err("every profile is failing or cooling down".into());
+    }
+    let req = authorize(client.get(models_url(provider)), provider.kind, profile);
     let res = req
         .send()
         .await

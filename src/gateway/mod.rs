@@ -64,6 +64,17 @@ pub fn spec(config: &Config, upstream: clients::UpstreamSetup) -> GatewaySpec {
             local: p.local,
             timeouts: p.timeouts,
             circuit: p.circuit,
+            profiles: p
+                .profiles
+                .iter()
+                .map(|q| gw::ProfileSpec {
+                    name: q.name.clone(),
+                    api_key: q.api_key.expose().to_owned(),
+                    order: q.order,
+                    headers: q.headers.clone(),
+                })
+                .collect(),
+            auth_order: p.auth_order.clone(),
         })
         .collect();
     GatewaySpec {
@@ -73,6 +84,8 @@ pub fn spec(config: &Config, upstream: clients::UpstreamSetup) -> GatewaySpec {
         egress: config.egress_policy(),
         refresh_every: config.models.refresh_interval,
         env: std::sync::Arc::new(|name| std::env::var(name).ok()),
+        store: None,
+        master: Default::default(),
         lister: Some(clients::HttpLister::factory(upstream)),
     }
 }

@@ -226,34 +226,66 @@ impl Call<'_> {
             }
         };
         let client = self.clients.get(&self.state.upstream, provider);
-        let mut req = authorize(
-            client.post(format!("{}{path}", provider.base_url)),
-            provider,
-        )
-        .insert_header((header::CONTENT_TYPE, "application/json"));
-        if kind == ProviderKind::Anthropic && self.surface == Surface::Messages {
-            for (name, value) in &self.anthropic_headers {
-                req = req.insert_header((name.clone(), value.clone()));
+        let url = format!("{}{path}", provider.base_url);
+        let payload = actix_web::web::Bytes::from(payload);
+        let now_ms = (self.state.handles.now().unix_timestamp_nanos() / 1_000_000) as i64;
+        let mut from = 0;
+        // Each profile in turn: a refused key or a rate limit moves the
+        // same request on to the next one.
+        let (mut res, profile, sent) = loop {
+            let profile = if provider.profiles.is_empty() {
+                None
+            } else {
+                match provider.next_profile(now_ms, &target.model, from) {
+                    Some((i, p)) => {
+                        from = i + 1;
+                        Some(p.clone())
+                    }
+                    None => return Err((no_profile_left(provider, &target.model, now_ms), guard)),
+                }
+            };
+            let mut req = authorize(client.post(&url), kind, profile.as_deref())
+                .insert_header((header::CONTENT_TYPE, "application/json"));
+            if kind == ProviderKind::Anthropic && self.surface == Surface::Messages {
+                for (name, value) in &self.anthropic_headers {
+                    req = req.insert_header((name.clone(), value.clone()));
+                }
             }
-        }
-        let sent = Instant::now();
-        let mut res = match req.send_body(payload).await {
-            Ok(res) => res,
-            Err(e) => {
-                tracing::warn!(provider = %provider.name, error = %e, "upstream call failed");
-                return Err((Failure::Upstream, guard));
+            let sent = Instant::now();
+            let res = match req.send_body(payload.clone()).await {
+                Ok(res) => res,
+                Err(e) => {
+                    tracing::warn!(provider = %provider.name, error = %e, "upstream call failed");
+                    return Err((Failure::Upstream, guard));
+                }
+            };
+            let status = res.status();
+            let Some(p) = &profile else {
+                break (res, profile, sent);
+            };
+            if status == StatusCode::UNAUTHORIZED {
+                if p.health.mark_failing() {
+                    profile_failing(self.state, provider, p);
+                }
+                continue;
             }
+            if status == StatusCode::FORBIDDEN {
+                tracing::warn!(provider = %provider.name, profile = %p.name, "the provider answered 403 to this profile; trying the next");
+                continue;
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let after = retry_after(&res).unwrap_or(Duration::from_secs(60));
+                p.health
+                    .cool_until(&target.model, now_ms + after.as_millis() as i64, now_ms);
+                tracing::warn!(provider = %provider.name, profile = %p.name, cooling_s = after.as_secs(), "upstream answered 429; the profile cools down");
+                continue;
+            }
+            break (res, profile, sent);
         };
         let status = res.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let after = res
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.clamp(1, 3600)));
             tracing::warn!(provider = %provider.name, "upstream answered 429");
-            return Err((Failure::RateLimited(after), guard));
+            return Err((Failure::RateLimited(retry_after(&res)), guard));
         }
         if status.is_server_error()
             || status == StatusCode::UNAUTHORIZED
@@ -270,7 +302,7 @@ impl Call<'_> {
         if !status.is_success() {
             let mut res = res.timeout(total_left);
             let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
-            let err = passed_on_error(status, &body, provider.key.as_deref());
+            let err = passed_on_error(status, &body, profile.as_ref().map(|p| &*p.key));
             guard.status = err.status.as_u16();
             return Ok(Answer::Refused(err));
         }
@@ -407,6 +439,56 @@ impl Call<'_> {
         };
         Ok((path, serde_json::to_vec(&value).unwrap_or_default()))
     }
+}
+
+/// `Retry-After` in seconds (1 s to 1 h).
+fn retry_after(res: &awc::ClientResponse<impl futures_util::Stream>) -> Option<Duration> {
+    res.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.clamp(1, 3600)))
+}
+
+/// Why no profile of `provider` may be used now: rate limited until the
+/// first cooling one rests no more, else (every one failing) unusable.
+fn no_profile_left(
+    provider: &gatehouse_actors::gateway::Provider,
+    model: &str,
+    now_ms: i64,
+) -> Failure {
+    let rest = provider
+        .profiles
+        .iter()
+        .filter(|p| p.health.state(now_ms).0 != gatehouse_actors::gateway::ProfileState::Failing)
+        .filter_map(|p| p.health.rest_for(now_ms, model))
+        .map(|until| until - now_ms)
+        .min();
+    match rest {
+        Some(ms) => {
+            Failure::RateLimited(Some(Duration::from_secs(((ms.max(1) + 999) / 1000) as u64)))
+        }
+        None => Failure::Upstream,
+    }
+}
+
+/// A profile's key was refused: warn and audit once (never the key).
+fn profile_failing(
+    state: &AppState,
+    provider: &gatehouse_actors::gateway::Provider,
+    profile: &gatehouse_actors::gateway::Profile,
+) {
+    tracing::warn!(provider = %provider.name, profile = %profile.name, "the provider refused this profile's key (401); it is marked failing and skipped");
+    let mut msg = gatehouse_actors::users::RecordAudit::new(
+        state.handles.now(),
+        None,
+        "profile.failing",
+        Some(format!("{}/{}", provider.name, profile.name)),
+        None,
+        serde_json::json!({"provider": &*provider.name, "profile": &*profile.name, "status": 401}),
+    );
+    msg.0.actor_name = "gateway".into();
+    state.handles.users().do_send(msg);
 }
 
 fn message_id() -> String {

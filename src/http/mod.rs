@@ -8,6 +8,7 @@ pub mod github;
 pub mod health;
 pub mod oidc;
 pub mod pages;
+pub mod providers;
 pub mod tasks;
 pub mod tokens;
 pub mod usage;
@@ -143,6 +144,27 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                 .route("/tokens/stats", web::get().to(admin::token_stats))
                 .route("/audit", web::get().to(admin::audit))
                 .route("/usage", web::get().to(usage::usage))
+                .route("/providers", web::get().to(providers::list))
+                .route("/providers/{name}", web::get().to(providers::get))
+                .route("/providers/{name}", web::put().to(providers::put))
+                .route("/providers/{name}", web::delete().to(providers::delete))
+                .route(
+                    "/providers/{name}/models",
+                    web::get().to(providers::upstream_models),
+                )
+                .route(
+                    "/providers/{name}/profiles/{profile}",
+                    web::put().to(providers::put_profile),
+                )
+                .route(
+                    "/providers/{name}/profiles/{profile}",
+                    web::delete().to(providers::delete_profile),
+                )
+                .route("/models/default", web::put().to(providers::put_default))
+                .route(
+                    "/models/aliases/{alias}",
+                    web::put().to(providers::put_alias),
+                )
                 .route("/config", web::get().to(admin::config)),
         )
         .route("/.well-known/jwks.json", web::get().to(tokens::jwks))

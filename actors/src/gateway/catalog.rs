@@ -3,6 +3,7 @@
 //! handlers `load()` it once per request.
 
 use super::circuit::Circuit;
+use super::profiles::Profile;
 use super::{ProviderKind, Timeouts};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
@@ -16,10 +17,9 @@ pub struct Provider {
     pub base_url: String,
     pub local: bool,
     pub timeouts: Timeouts,
-    /// The credential sent upstream (`None` for a local provider without one).
-    pub key: Option<Arc<str>>,
-    /// Where the key came from, for operators: `config`, `env:VAR` or `none`.
-    pub key_source: String,
+    /// The credentials, in the order requests try them (empty only for a
+    /// local provider that needs none).
+    pub profiles: Vec<Arc<Profile>>,
     pub models: Vec<String>,
     /// True when `models` came from `GET /models` (config listed none).
     pub discovered: bool,
@@ -29,13 +29,35 @@ pub struct Provider {
     pub serial: u64,
 }
 
+impl Provider {
+    /// The first profile a request for `model` may use at `now_ms`, from
+    /// index `from` on, with its index; `None` when none is left.
+    pub fn next_profile(
+        &self,
+        now_ms: i64,
+        model: &str,
+        from: usize,
+    ) -> Option<(usize, &Arc<Profile>)> {
+        self.profiles
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, p)| p.health.usable(now_ms, model))
+    }
+
+    /// Every key of this provider (to scrub from what upstreams answer).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.profiles.iter().map(|p| &*p.key)
+    }
+}
+
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provider")
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("base_url", &self.base_url)
-            .field("key_source", &self.key_source)
+            .field("profiles", &self.profiles)
             .field("models", &self.models)
             .finish_non_exhaustive()
     }
@@ -140,6 +162,10 @@ impl Catalog {
         self.providers.get(name)
     }
 
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
     pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
         self.providers.values()
     }
@@ -161,8 +187,7 @@ mod tests {
             base_url: "http://127.0.0.1:1/v1".into(),
             local: true,
             timeouts: Timeouts::default(),
-            key: None,
-            key_source: "none".into(),
+            profiles: vec![],
             models: models.iter().map(|m| m.to_string()).collect(),
             discovered: false,
             circuit: Arc::new(Circuit::new(CircuitConfig::default())),

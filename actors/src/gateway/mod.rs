@@ -7,12 +7,14 @@ pub mod actor;
 pub mod catalog;
 pub mod circuit;
 pub mod egress;
+pub mod profiles;
 pub mod usage;
 
 pub use actor::{ModelLister, ProviderActor, SharedLister};
 pub use catalog::{Catalog, CatalogView, Provider, Target};
 pub use circuit::Circuit;
 pub use egress::{EgressDenied, EgressPolicy};
+pub use profiles::{Profile, ProfileHealth, ProfileSpec, ProfileState};
 pub use usage::{UsageActor, UsageSink};
 
 use std::collections::BTreeMap;
@@ -87,6 +89,10 @@ pub struct ProviderSpec {
     pub local: bool,
     pub timeouts: Timeouts,
     pub circuit: CircuitConfig,
+    /// Named credentials (`[providers.NAME.profiles.P]`, or added at run time).
+    pub profiles: Vec<ProfileSpec>,
+    /// Profile names tried first, in this order.
+    pub auth_order: Vec<String>,
 }
 
 impl std::fmt::Debug for ProviderSpec {
@@ -98,6 +104,7 @@ impl std::fmt::Debug for ProviderSpec {
             .field("api_key", &"***")
             .field("models", &self.models)
             .field("local", &self.local)
+            .field("profiles", &self.profiles)
             .finish()
     }
 }
@@ -118,6 +125,11 @@ pub struct GatewaySpec {
     /// How often discovered model lists are fetched again.
     pub refresh_every: Duration,
     pub env: EnvLookup,
+    /// Where providers, profiles and aliases added at run time are kept.
+    pub store: Option<crate::store::SharedStore>,
+    /// Seals stored profiles' secrets (empty: run-time profiles cannot be
+    /// added). Shared, so a rotation holds for a restarted actor too.
+    pub master: Arc<arc_swap::ArcSwapOption<crate::secrets::MasterKey>>,
     /// Makes the client that lists a provider's models (built on the actor's thread).
     pub lister: Option<SharedLister>,
 }
@@ -131,6 +143,8 @@ impl Default for GatewaySpec {
             egress: EgressPolicy::default(),
             refresh_every: Duration::from_secs(600),
             env: Arc::new(|name| std::env::var(name).ok()),
+            store: None,
+            master: Default::default(),
             lister: None,
         }
     }
@@ -209,6 +223,8 @@ mod tests {
             local: false,
             timeouts: Timeouts::default(),
             circuit: CircuitConfig::default(),
+            profiles: vec![],
+            auth_order: vec![],
         }
     }
 

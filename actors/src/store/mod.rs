@@ -12,9 +12,9 @@ pub use sled_store::SledStore;
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, IdempotencyRecord, OAuthState, SaveTask, SessionRecord, SigningKeyRecord,
-    TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery, UsageRecord,
-    UsageRow, UserChange, UserRecord,
+    AuditEvent, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, SaveTask, SessionRecord,
+    SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery,
+    UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub enum Change {
     Sessions,
     Tokens,
     Keys,
+    /// Providers, profiles, aliases and settings changed at run time.
+    Gateway,
     All,
 }
 
@@ -239,6 +241,18 @@ pub trait Store: Send + Sync + 'static {
         until: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StoreError>;
+
+    // --- run-time gateway settings ---------------------------------------
+    /// Every provider, profile, alias and setting added at run time.
+    async fn load_gateway(&self) -> Result<Vec<GatewayItem>, StoreError>;
+    /// Inserts or replaces one item; `true` when it is new.
+    async fn put_gateway_item(&self, item: GatewayItem) -> Result<bool, StoreError>;
+    /// Removes one item (a provider with all its profiles, atomically);
+    /// `true` when it existed.
+    async fn delete_gateway_item(&self, kind: ItemKind, name: &str) -> Result<bool, StoreError>;
+    /// Writes every item of `items` (inserting or replacing), all or none:
+    /// how a master-key rotation re-seals the profiles.
+    async fn put_gateway_items(&self, items: Vec<GatewayItem>) -> Result<(), StoreError>;
 
     // --- health ----------------------------------------------------------
     /// Writes and flushes a probe record.

@@ -8,9 +8,9 @@ use super::{bucket_width, check_task_events, finite_cost, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, IdempotencyRecord, OAuthState, SaveTask, SessionRecord, SigningKeyRecord,
-    TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery, UsageRecord,
-    UsageRow, UserChange, UserRecord,
+    AuditEvent, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, SaveTask, SessionRecord,
+    SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery,
+    UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -44,6 +44,8 @@ struct Inner {
     task_events: Tree,
     /// [`idem_key`] → idempotency record.
     idempotency: Tree,
+    /// [`gateway_key`] → run-time provider, profile, alias or setting.
+    gateway: Tree,
     meta: Tree,
     /// Serialises writes that read sessions and then change them with a user.
     user_lock: Mutex<()>,
@@ -74,6 +76,7 @@ impl SledStore {
             tasks: db.open_tree("tasks")?,
             task_events: db.open_tree("task_events")?,
             idempotency: db.open_tree("idempotency")?,
+            gateway: db.open_tree("gateway")?,
             meta: db.open_tree("meta")?,
             db,
             user_lock: Mutex::new(()),
@@ -123,6 +126,15 @@ impl SledStore {
                 other => StoreError::Backend(other.to_string()),
             })
     }
+}
+
+/// `kind NUL name`: a provider's profiles (`provider/…`) sort together.
+fn gateway_key(kind: ItemKind, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.as_str().len() + 1 + name.len());
+    k.extend_from_slice(kind.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -959,6 +971,51 @@ impl Store for SledStore {
         self.run_store(|i| {
             i.meta
                 .insert("ready_probe", &crate::ids::random_bytes::<8>())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_gateway(&self) -> Result<Vec<GatewayItem>, StoreError> {
+        self.read(|i| Inner::load_all(&i.gateway)).await
+    }
+
+    async fn put_gateway_item(&self, item: GatewayItem) -> Result<bool, StoreError> {
+        self.run_store(move |i| {
+            let old = i
+                .gateway
+                .insert(gateway_key(item.kind, &item.name), to_json(&item)?)?;
+            Ok(old.is_none())
+        })
+        .await
+    }
+
+    async fn delete_gateway_item(&self, kind: ItemKind, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run_store(move |i| {
+            let mut batch = sled::Batch::default();
+            let key = gateway_key(kind, &name);
+            let existed = i.gateway.contains_key(&key)?;
+            batch.remove(key);
+            if kind == ItemKind::Provider {
+                let prefix = gateway_key(ItemKind::Profile, &format!("{name}/"));
+                for k in i.gateway.scan_prefix(prefix).keys() {
+                    batch.remove(k?);
+                }
+            }
+            i.gateway.apply_batch(batch)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn put_gateway_items(&self, items: Vec<GatewayItem>) -> Result<(), StoreError> {
+        self.run_store(move |i| {
+            let mut batch = sled::Batch::default();
+            for item in &items {
+                batch.insert(gateway_key(item.kind, &item.name), to_json(item)?);
+            }
+            i.gateway.apply_batch(batch)?;
             Ok(())
         })
         .await

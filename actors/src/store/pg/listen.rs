@@ -25,6 +25,7 @@ pub(super) fn topic(c: Change) -> &'static str {
         Change::Sessions => "sessions",
         Change::Tokens => "tokens",
         Change::Keys => "keys",
+        Change::Gateway => "gateway",
         Change::All => "all",
     }
 }
@@ -35,6 +36,7 @@ fn parse(t: &str) -> Option<Change> {
         "sessions" => Change::Sessions,
         "tokens" => Change::Tokens,
         "keys" => Change::Keys,
+        "gateway" => Change::Gateway,
         "all" => Change::All,
         _ => return None,
     })

@@ -19,6 +19,7 @@
 //! that stops never takes pooled connections with it.
 
 mod error;
+mod gateway;
 mod io;
 mod listen;
 mod migrate;
@@ -37,9 +38,9 @@ use super::{Change, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, IdempotencyRecord, OAuthState, SaveTask, SessionRecord, SigningKeyRecord,
-    TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery, UsageRecord,
-    UsageRow, UserChange, UserRecord,
+    AuditEvent, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, SaveTask, SessionRecord,
+    SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery,
+    UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{
@@ -583,6 +584,30 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StoreError> {
         tasks::claim_tasks(self, instance, now, until, limit).await
+    }
+
+    // --- run-time gateway settings ---------------------------------------
+
+    async fn load_gateway(&self) -> Result<Vec<GatewayItem>, StoreError> {
+        gateway::load_gateway(self).await
+    }
+
+    async fn put_gateway_item(&self, item: GatewayItem) -> Result<bool, StoreError> {
+        let out = gateway::put_gateway_item(self, item).await?;
+        self.notify(&[Change::Gateway]).await;
+        Ok(out)
+    }
+
+    async fn delete_gateway_item(&self, kind: ItemKind, name: &str) -> Result<bool, StoreError> {
+        let out = gateway::delete_gateway_item(self, kind, name).await?;
+        self.notify(&[Change::Gateway]).await;
+        Ok(out)
+    }
+
+    async fn put_gateway_items(&self, items: Vec<GatewayItem>) -> Result<(), StoreError> {
+        gateway::put_gateway_items(self, items).await?;
+        self.notify(&[Change::Gateway]).await;
+        Ok(())
     }
 
     // --- health ----------------------------------------------------------
