@@ -1,7 +1,7 @@
 //! The command line (API.md "CLI"). `main.rs` only parses and calls [`run`].
 
 use crate::admin_socket::{self, AdminRequest, AdminResponse};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::{home, Gatehouse};
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
@@ -41,6 +41,25 @@ pub enum Command {
     /// Manage token-signing keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Chat in the terminal through the running gateway, streaming
+    Chat(ChatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The model to start with (`default` is `[models] default`)
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// A gateway's base URL (default: the gateway running on the home, over its admin socket)
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// An API token for --url
+    #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: Option<Secret>,
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +175,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(KeysCommand::Rotate) => {
             admin(&home, cli.config.as_deref(), AdminRequest::KeysRotate)
         }
+        Command::Chat(args) => crate::chat::run(crate::chat::Options {
+            home,
+            model: args.model,
+            url: args.url,
+            token: args.token,
+        }),
     }
 }
 
