@@ -117,7 +117,7 @@ fn home_with(fake: &FakeLlm) -> tempfile::TempDir {
 type = "openai"
 base_url = "{}"
 api_key = "sk-upstream"
-models = ["m1", "other", "hold"]
+models = ["m1", "other", "hold", "fail-500"]
 local = true
 first_byte_timeout = "30s"
 
@@ -220,6 +220,14 @@ async fn conversation(term: &Tmux, fake: &FakeLlm) {
     )
     .await;
     assert_eq!(fake.calls(), calls);
+    // A failing upstream: the gateway's 502, said the same way.
+    term.step("/model oa/fail-500", "model: oa/fail-500").await;
+    term.step(
+        "broken question",
+        "error: upstream error: the model provider could not answer",
+    )
+    .await;
+    assert!(fake.calls() > calls);
     term.step("/model default", "model: default").await;
     term.step("still here", "echo: still here").await;
     assert_eq!(
@@ -238,7 +246,7 @@ async fn conversation(term: &Tmux, fake: &FakeLlm) {
 
 #[actix_web::test]
 async fn chat_over_the_admin_socket_streams_keeps_history_and_switches_models() {
-    let fake = FakeLlm::openai(&["m1", "other", "hold"]);
+    let fake = FakeLlm::openai(&["m1", "other", "hold", "fail-500"]);
     let home = home_with(&fake);
     let server = Server::start(home.path(), &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -258,7 +266,7 @@ async fn chat_over_the_admin_socket_streams_keeps_history_and_switches_models() 
 
 #[actix_web::test]
 async fn chat_over_url_with_a_token_streams_keeps_history_and_switches_models() {
-    let fake = FakeLlm::openai(&["m1", "other", "hold"]);
+    let fake = FakeLlm::openai(&["m1", "other", "hold", "fail-500"]);
     let home = home_with(&fake);
     cli_ok(
         home.path(),
