@@ -1,21 +1,30 @@
 //! sled admits one process. While `serve` runs, the CLI sends its commands
 //! over a Unix socket in the home (mode 0600 in a 0700 directory, so only
 //! the home's owner can connect); the server runs them through the same
-//! actors, so their effect holds at once. One JSON line each way.
+//! actors, so their effect holds at once. One JSON line each way, except
+//! for `chat`: its answer streams as one `{"delta":"…"}` line per piece of
+//! the reply, then a final `{"ok":…,"stdout":"","stderr":…}` line.
 
 use crate::accounts::{self, Actor};
 use crate::auth::Principal;
+use crate::chat::{Deltas, Piece};
 use crate::error::ApiError;
+use crate::gateway::clients::WorkerClients;
+use crate::gateway::proxy::{Call, Surface};
 use crate::tokens;
 use crate::AppState;
 use actix_web::web;
+use futures_util::StreamExt;
 use gatehouse_actors::tokens::{ListTokens, RotateSigningKey};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 
 /// A request line is at most this long (an llms.py import file travels in it).
@@ -91,6 +100,11 @@ pub enum AdminRequest {
     ModelsSetDefault {
         model: String,
     },
+    /// A chat completion as the local admin, answered as it streams.
+    Chat {
+        model: String,
+        messages: Vec<serde_json::Value>,
+    },
 }
 
 impl std::fmt::Debug for AdminRequest {
@@ -115,6 +129,7 @@ impl std::fmt::Debug for AdminRequest {
             AdminRequest::ProvidersTest { .. } => "providers test",
             AdminRequest::ModelsList { .. } => "models list",
             AdminRequest::ModelsSetDefault { .. } => "models set-default",
+            AdminRequest::Chat { .. } => "chat",
         };
         f.write_str(name)
     }
@@ -231,6 +246,10 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
         | AdminRequest::ProvidersTest { .. }
         | AdminRequest::ModelsList { .. }
         | AdminRequest::ModelsSetDefault { .. } => providers_command(state, &actor, req).await,
+        AdminRequest::Chat { .. } => Err(ApiError::bad_request(
+            "invalid_request",
+            "chat needs a running gateway (`gatehouse serve`)",
+        )),
     };
     match result {
         Ok((out, err)) => AdminResponse::ok(out, err),
@@ -391,12 +410,14 @@ pub fn serve(data: web::Data<AppState>, home: &Path) -> io::Result<()> {
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     actix_rt::spawn(async move {
+        // Upstream clients for `chat`, shared by the connections on this thread.
+        let clients = Rc::new(WorkerClients::default());
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let data = data.clone();
+                    let (data, clients) = (data.clone(), clients.clone());
                     actix_rt::spawn(async move {
-                        if let Err(e) = handle(stream, &data).await {
+                        if let Err(e) = handle(stream, &data, &clients).await {
                             tracing::warn!(error = %e, "admin socket connection failed");
                         }
                     });
@@ -411,38 +432,106 @@ pub fn serve(data: web::Data<AppState>, home: &Path) -> io::Result<()> {
     Ok(())
 }
 
-async fn handle(stream: UnixStream, state: &AppState) -> io::Result<()> {
+async fn handle(stream: UnixStream, state: &AppState, clients: &WorkerClients) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST))
         .read_line(&mut line)
         .await?;
+    if line.is_empty() {
+        // A client checking that the server runs (`chat` at start).
+        return Ok(());
+    }
     let resp = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(AdminRequest::Chat { model, messages }) => {
+            tracing::info!(command = "chat", model = %model.escape_debug(), "admin socket command");
+            let end = match stream_chat(state, clients, &model, messages, &mut write).await? {
+                Ok(()) => AdminResponse::ok(String::new(), String::new()),
+                Err(msg) => AdminResponse::err(msg),
+            };
+            write_line(&mut write, &ChatLine::End(end)).await?;
+            return write.shutdown().await;
+        }
         Ok(req) => {
             tracing::info!(command = ?req, "admin socket command");
             execute(state, req).await
         }
         Err(_) => AdminResponse::err("malformed admin request"),
     };
-    let mut out = serde_json::to_vec(&resp).map_err(io::Error::other)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
+    write_line(&mut write, &resp).await?;
     write.shutdown().await
+}
+
+async fn write_line(write: &mut OwnedWriteHalf, value: &impl Serialize) -> io::Result<()> {
+    let mut out = serde_json::to_vec(value).map_err(io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+/// One line of a `chat` answer: a piece of the reply, or the end.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChatLine {
+    Delta { delta: String },
+    End(AdminResponse),
+}
+
+/// Runs a streaming chat completion as the local admin (the socket is its
+/// owner's alone) through the same routing as `POST /v1/chat/completions`,
+/// and writes each piece of the reply as it arrives. The inner `Err` is the
+/// message for the user; the outer one, a broken socket.
+async fn stream_chat(
+    state: &AppState,
+    clients: &WorkerClients,
+    model: &str,
+    messages: Vec<serde_json::Value>,
+    write: &mut OwnedWriteHalf,
+) -> io::Result<Result<(), String>> {
+    let principal = Principal::local_admin();
+    let targets = match crate::gateway::targets_for(state, &principal, model) {
+        Ok(targets) => targets,
+        Err(e) => return Ok(Err(e.message.into_owned())),
+    };
+    let call = Call {
+        state,
+        clients,
+        principal: &principal,
+        surface: Surface::Chat,
+        body: serde_json::json!({"model": model, "messages": messages, "stream": true}),
+        t0: Instant::now(),
+        anthropic_headers: Vec::new(),
+    };
+    let mut body = match call.run(targets, model).await {
+        Ok(res) => res.into_body(),
+        Err(e) => return Ok(Err(e.message.into_owned())),
+    };
+    let mut stream = std::pin::pin!(futures_util::stream::poll_fn(move |cx| {
+        actix_web::body::MessageBody::poll_next(std::pin::Pin::new(&mut body), cx)
+    }));
+    let mut reply = Deltas::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Ok(Err("the model stream broke".into()));
+        };
+        let pieces = match reply.feed(&chunk) {
+            Ok(pieces) => pieces,
+            Err(msg) => return Ok(Err(msg)),
+        };
+        for piece in pieces {
+            match piece {
+                Piece::Text(delta) => write_line(write, &ChatLine::Delta { delta }).await?,
+                Piece::Failed(msg) => return Ok(Err(msg)),
+                Piece::Done => return Ok(Ok(())),
+            }
+        }
+    }
+    Ok(Err(crate::chat::CUT_OFF.into()))
 }
 
 /// Sends a command to the server serving `home`. `Ok(None)` when none is.
 pub async fn call(home: &Path, req: &AdminRequest) -> io::Result<Option<AdminResponse>> {
-    let stream = match UnixStream::connect(socket_path(home)).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
+    let Some(stream) = connect(home).await? else {
+        return Ok(None);
     };
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
@@ -453,4 +542,57 @@ pub async fn call(home: &Path, req: &AdminRequest) -> io::Result<Option<AdminRes
     serde_json::from_str(&answer)
         .map(Some)
         .map_err(|_| io::Error::other("malformed answer from the server"))
+}
+
+/// A connection to the server serving `home`; `None` when none is.
+async fn connect(home: &Path) -> io::Result<Option<UnixStream>> {
+    match UnixStream::connect(socket_path(home)).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a server answers on `home`'s socket.
+pub async fn is_serving(home: &Path) -> io::Result<bool> {
+    Ok(connect(home).await?.is_some())
+}
+
+/// Sends a `chat` request to the server serving `home` and hands each piece
+/// of the reply to `on_delta` as it arrives. `Ok(None)` when no server runs;
+/// `Ok(Some(Err(message)))` when the call failed.
+pub async fn chat(
+    home: &Path,
+    model: &str,
+    messages: &[serde_json::Value],
+    mut on_delta: impl FnMut(&str),
+) -> io::Result<Option<Result<(), String>>> {
+    let Some(stream) = connect(home).await? else {
+        return Ok(None);
+    };
+    let (read, mut write) = stream.into_split();
+    let req = AdminRequest::Chat {
+        model: model.to_owned(),
+        messages: messages.to_vec(),
+    };
+    write_line(&mut write, &req).await?;
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        match serde_json::from_str::<ChatLine>(&line) {
+            Ok(ChatLine::Delta { delta }) => on_delta(&delta),
+            Ok(ChatLine::End(end)) if end.ok => return Ok(Some(Ok(()))),
+            Ok(ChatLine::End(end)) => return Ok(Some(Err(end.stderr))),
+            Err(_) => return Err(io::Error::other("malformed answer from the server")),
+        }
+    }
+    Err(io::Error::other(
+        "the server closed the connection mid-reply",
+    ))
 }

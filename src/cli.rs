@@ -1,7 +1,7 @@
 //! The command line (API.md "CLI"). `main.rs` only parses and calls [`run`].
 
 use crate::admin_socket::{self, AdminRequest, AdminResponse};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::{home, Gatehouse};
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
@@ -47,6 +47,8 @@ pub enum Command {
     /// List models, set the default model
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Chat in the terminal through the running gateway, streaming
+    Chat(ChatArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +88,23 @@ pub enum ModelsCommand {
     },
     /// Make the model name `default` resolve to MODEL ("" restores the config file's)
     SetDefault { model: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The model to start with (`default` is `[models] default`)
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// A gateway's base URL (default: the gateway running on the home, over its admin socket)
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// An API token for --url
+    #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: Option<Secret>,
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +236,12 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             admin(&home, cli.config.as_deref(), req)
         }
+        Command::Chat(args) => crate::chat::run(crate::chat::Options {
+            home,
+            model: args.model,
+            url: args.url,
+            token: args.token,
+        }),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod access;
 pub mod accounts;
 pub mod admin_socket;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod error;

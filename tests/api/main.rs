@@ -5,6 +5,7 @@ mod admin;
 mod bearer;
 mod browser;
 mod browser_ui;
+mod chat_cli;
 mod cli;
 mod config;
 mod csrf;
