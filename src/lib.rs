@@ -186,7 +186,8 @@ impl Builder {
             None => {
                 if self.config.store.backend == config::StoreBackend::Postgres {
                     let url = self.config.store.url.expose();
-                    let store = gatehouse_actors::store::PgStore::connect(url, None)
+                    let options = self.config.pg_options();
+                    let store = gatehouse_actors::store::PgStore::open(url, &options)
                         .await
                         .map_err(StartError::Postgres)?;
                     Arc::new(store) as SharedStore
