@@ -185,6 +185,14 @@ impl Builder {
             Some(s) => s,
             None => {
                 if self.config.store.backend == config::StoreBackend::Postgres {
+                    // The data is in the database; the home still holds the
+                    // admin socket and the master key.
+                    if let Some(home) = &self.home {
+                        home::prepare(home).map_err(|source| StartError::Home {
+                            path: home.clone(),
+                            source,
+                        })?;
+                    }
                     let url = self.config.store.url.expose();
                     let options = self.config.pg_options();
                     let store = gatehouse_actors::store::PgStore::open(url, &options)
