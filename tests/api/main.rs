@@ -17,6 +17,7 @@ mod github;
 mod health;
 mod helpers;
 mod login;
+mod multi_instance;
 mod oauth_state;
 mod oidc;
 mod oidc_signin;
