@@ -22,6 +22,7 @@ mod oauth_state;
 mod oidc;
 mod oidc_signin;
 mod oidc_smoke;
+mod pg_outage;
 mod postgres;
 mod resilience;
 mod sdk;
