@@ -135,7 +135,7 @@ impl PgStore {
         }
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
-                redact(url, format!("PostgreSQL URL: {}", describe(&e)))
+                StoreError::Backend(redact(url, format!("PostgreSQL URL: {}", describe(&e))))
             })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
@@ -192,7 +192,8 @@ impl PgStore {
         migrate::migrate(&store)
             .await
             .map_err(|e| match into_store(e) {
-                StoreError::Backend(m) => redact(url, m),
+                StoreError::Backend(m) => StoreError::Backend(redact(url, m)),
+                StoreError::Unavailable(m) => StoreError::Unavailable(redact(url, m)),
                 other => other,
             })?;
         Ok(store)
