@@ -390,3 +390,72 @@ async fn a_silent_network_gives_a_fast_503_not_a_hang_and_recovers() {
         .await
         .unwrap();
 }
+
+/// A log line sink for one thread's subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Store operations over the slow-query threshold are logged with their
+/// name and duration, never with the data they carried.
+#[actix_web::test]
+async fn slow_store_operations_are_logged_with_their_duration_and_no_data() {
+    use gatehouse_actors::store::Store;
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let schema = schema("gh_slow");
+    let options = PgOptions {
+        slow: Duration::from_nanos(1),
+        ..PgOptions::in_schema(&schema)
+    };
+    let store = PgStore::open(&pg_url(), &options).await.unwrap();
+    let secret = "hash-SECRET-in-a-record";
+    let alice = gatehouse_actors::model::UserRecord {
+        id: "u-slow".into(),
+        username: "alice".into(),
+        display_name: Some(secret.into()),
+        avatar_url: None,
+        roles: vec![],
+        auth: "credentials".into(),
+        created_at: time::OffsetDateTime::now_utc(),
+        last_login: None,
+        locked: None,
+        password: Some(gatehouse_actors::model::PasswordHash::Argon2 { phc: secret.into() }),
+        external_id: None,
+        version: 0,
+    };
+    store.insert_user(alice).await.unwrap();
+    store.check_writable().await.unwrap();
+    store.drop_schema().await.unwrap();
+    drop(_guard);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let slow: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("slow PostgreSQL store operation"))
+        .collect();
+    for op in ["insert_user", "check_writable"] {
+        let line = slow
+            .iter()
+            .find(|l| l.contains(&format!("op=\"{op}\"")))
+            .unwrap_or_else(|| panic!("no slow-operation line for {op}: {text}"));
+        assert!(line.contains("elapsed_ms="), "{line}");
+        assert!(line.contains("WARN"), "{line}");
+    }
+    assert!(!text.contains(secret), "a record's data in the log: {text}");
+}
