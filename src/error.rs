@@ -1,11 +1,12 @@
 //! How a client sees a failure: `{"error":{"message","type","code"}}` with the
-//! right status, `WWW-Authenticate` on 401 and `Retry-After` on 429. A 5xx
+//! right status, `WWW-Authenticate` on 401 and `Retry-After` on 429 (and on
+//! a 503 while the database is out of reach). A 5xx
 //! says only "internal error"; the cause is logged once, here.
 
 use actix::MailboxError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use gatehouse_actors::GatehouseError;
+use gatehouse_actors::{GatehouseError, StoreError};
 use serde_json::json;
 use std::borrow::Cow;
 use std::time::Duration;
@@ -219,6 +220,14 @@ impl From<GatehouseError> for ApiError {
             GatehouseError::Unavailable(why) => {
                 tracing::warn!(why, "unavailable");
                 ApiError::unavailable()
+            }
+            GatehouseError::Store(s @ StoreError::Unavailable(_)) => {
+                // The database is gone for now: each request says so once,
+                // as a warning; the client is told to come back shortly.
+                tracing::warn!(error = %s, "store unavailable");
+                let mut e = ApiError::unavailable();
+                e.retry_after = Some(Duration::from_secs(2));
+                e
             }
             GatehouseError::Store(s) => {
                 tracing::error!(error = %s, "store failure");

@@ -204,8 +204,17 @@ impl Builder {
             Some(s) => s,
             None => {
                 if self.config.store.backend == config::StoreBackend::Postgres {
+                    // The data is in the database; the home still holds the
+                    // admin socket and the master key.
+                    if let Some(home) = &self.home {
+                        home::prepare(home).map_err(|source| StartError::Home {
+                            path: home.clone(),
+                            source,
+                        })?;
+                    }
                     let url = self.config.store.url.expose();
-                    let store = gatehouse_actors::store::PgStore::connect(url, None)
+                    let options = self.config.pg_options();
+                    let store = gatehouse_actors::store::PgStore::open(url, &options)
                         .await
                         .map_err(StartError::Postgres)?;
                     Arc::new(store) as SharedStore

@@ -8,6 +8,10 @@ use time::Duration;
 pub enum StoreError {
     #[error("store backend: {0}")]
     Backend(String),
+    /// The backend cannot be reached or did not answer in time (a lost
+    /// database): the same operation may well work once it is back.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store record is corrupt: {0}")]
     Corrupt(String),
     #[error("store i/o: {0}")]

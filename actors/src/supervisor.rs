@@ -4,7 +4,7 @@
 //! reloads from the store, and swaps it into the handles handlers read.
 
 use crate::clock::SharedClock;
-use crate::error::GatehouseError;
+use crate::error::{GatehouseError, StoreError};
 use crate::gateway::{self, CatalogView, GatewaySpec, ProviderActor, UsageActor, UsageSink};
 use crate::keys::KeyRingView;
 use crate::oauth::{self, OAuthStateActor};
@@ -121,46 +121,74 @@ impl ActorHandles {
     }
 
     /// Asks every actor to answer and probes the store with a write.
-    /// Answers the names of the failing parts.
-    pub async fn readiness(&self) -> Vec<String> {
-        let mut failing = Vec::new();
+    /// Answers the failing parts, each with a reason fit for anyone to read
+    /// (no address, no driver message: those go to the log).
+    pub async fn readiness(&self) -> Vec<NotReady> {
         let t = StdDuration::from_secs(2);
-        if !matches!(
-            self.sessions().send(session::Ping).timeout(t).await,
-            Ok(Ok(()))
-        ) {
-            failing.push("sessions".to_owned());
-        }
-        if !matches!(self.users().send(users::Ping).timeout(t).await, Ok(Ok(()))) {
-            failing.push("users".to_owned());
-        }
-        if !matches!(self.oauth().send(oauth::Ping).timeout(t).await, Ok(Ok(()))) {
-            failing.push("oauth_states".to_owned());
-        }
-        if !matches!(
-            self.providers().send(gateway::actor::Ping).timeout(t).await,
-            Ok(Ok(()))
-        ) {
-            failing.push("providers".to_owned());
-        }
-        if !matches!(
-            self.usage().send(gateway::usage::Ping).timeout(t).await,
-            Ok(Ok(()))
-        ) {
-            failing.push("usage".to_owned());
-        }
-        if !matches!(self.tasks().send(tasks::Ping).timeout(t).await, Ok(Ok(()))) {
-            failing.push("tasks".to_owned());
-        }
-        match tokio::time::timeout(t, self.store().check_writable()).await {
-            Ok(Ok(())) => {}
+        let pings = [
+            (
+                "sessions",
+                self.sessions().send(session::Ping).timeout(t).await,
+            ),
+            ("users", self.users().send(users::Ping).timeout(t).await),
+            (
+                "oauth_states",
+                self.oauth().send(oauth::Ping).timeout(t).await,
+            ),
+            (
+                "providers",
+                self.providers().send(gateway::actor::Ping).timeout(t).await,
+            ),
+            (
+                "usage",
+                self.usage().send(gateway::usage::Ping).timeout(t).await,
+            ),
+            ("tasks", self.tasks().send(tasks::Ping).timeout(t).await),
+        ];
+        let mut failing: Vec<NotReady> = pings
+            .into_iter()
+            .filter_map(|(part, answer)| {
+                let reason = match answer {
+                    Ok(Ok(())) => return None,
+                    Ok(Err(_)) => "failing",
+                    Err(actix::MailboxError::Timeout) => "did not answer within 2 s",
+                    Err(actix::MailboxError::Closed) => "stopped",
+                };
+                Some(NotReady::new(part, reason))
+            })
+            .collect();
+        let reason = match tokio::time::timeout(t, self.store().check_writable()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e @ StoreError::Unavailable(_))) => {
+                tracing::warn!(error = %e, "store is unreachable");
+                Some("the database is unreachable")
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "store is not writable");
-                failing.push("store".to_owned());
+                Some("the store refused a write")
             }
-            Err(_) => failing.push("store".to_owned()),
+            Err(_) => {
+                tracing::warn!("store did not answer the readiness probe within 2 s");
+                Some("the store did not answer within 2 s")
+            }
+        };
+        if let Some(reason) = reason {
+            failing.push(NotReady::new("store", reason));
         }
         failing
+    }
+}
+
+/// A part of the gateway that is not ready, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub part: &'static str,
+    pub reason: &'static str,
+}
+
+impl NotReady {
+    fn new(part: &'static str, reason: &'static str) -> Self {
+        NotReady { part, reason }
     }
 }
 

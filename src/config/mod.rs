@@ -132,6 +132,16 @@ pub struct StoreConfig {
     pub backend: StoreBackend,
     pub url: Secret,
     pub sweep_interval: Duration,
+    /// PostgreSQL: a schema of its own (`None`: the URL's `search_path`).
+    pub schema: Option<String>,
+    /// PostgreSQL: connections kept at most.
+    pub pool_size: usize,
+    /// PostgreSQL: opening a connection, and waiting for a free one.
+    pub connect_timeout: Duration,
+    /// PostgreSQL: one store operation at most.
+    pub query_timeout: Duration,
+    /// PostgreSQL: operations slower than this are logged.
+    pub slow_query: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,6 +330,17 @@ impl Config {
     /// The effective configuration as JSON, secrets shown as `***`.
     pub fn redacted_json(&self) -> Value {
         self.redacted.clone()
+    }
+
+    /// How the PostgreSQL store connects and how long it waits (`[store]`).
+    pub fn pg_options(&self) -> gatehouse_actors::store::PgOptions {
+        gatehouse_actors::store::PgOptions {
+            schema: self.store.schema.clone(),
+            pool_size: self.store.pool_size,
+            connect_timeout: self.store.connect_timeout,
+            query_timeout: self.store.query_timeout,
+            slow: self.store.slow_query,
+        }
     }
 
     /// The egress policy for upstream calls.

@@ -134,6 +134,11 @@ raw!(RawStore {
     backend: String = "lenient";
     url: String = "lenient";
     sweep_interval: String = "lenient";
+    schema: String = "lenient";
+    pool_size: usize = "lenient";
+    connect_timeout: String = "lenient";
+    query_timeout: String = "lenient";
+    slow_query: String = "lenient";
 });
 
 #[derive(Deserialize, Serialize)]

@@ -37,6 +37,11 @@ fn defaults_have_documented_values() {
     assert_eq!(c.store.backend, StoreBackend::Sled);
     assert!(c.store.url.is_empty());
     assert_eq!(c.store.sweep_interval, Duration::from_secs(60));
+    assert_eq!(c.store.schema, None);
+    assert_eq!(c.store.pool_size, 16);
+    assert_eq!(c.store.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.store.query_timeout, Duration::from_secs(5));
+    assert_eq!(c.store.slow_query, Duration::from_millis(500));
     assert!(!c.auth.allow_anonymous_local);
     assert_eq!(c.auth.session_ttl, time::Duration::days(30));
     assert_eq!(c.auth.oauth_session_ttl, time::Duration::hours(24));
@@ -203,6 +208,12 @@ fn bad_values_are_named() {
     assert!(err("[server]\nsecure_cookies = \"yes\"\n").starts_with("server.secure_cookies:"));
     assert!(err("[store]\nbackend = \"mysql\"\n").starts_with("store.backend:"));
     assert!(err("[store]\nbackend = \"postgres\"\n").starts_with("store.url:"));
+    assert!(err("[store]\nschema = \"Bad-Name\"\n").starts_with("store.schema:"));
+    assert!(err("[store]\nschema = \"a\\\"; DROP\"\n").starts_with("store.schema:"));
+    assert!(err("[store]\npool_size = 0\n").starts_with("store.pool_size:"));
+    assert!(err("[store]\nconnect_timeout = \"0s\"\n").starts_with("store.connect_timeout:"));
+    assert!(err("[store]\nquery_timeout = \"0s\"\n").starts_with("store.query_timeout:"));
+    assert!(err("[store]\nslow_query = \"soon\"\n").starts_with("store.slow_query:"));
     assert!(err("[auth]\nmax_login_failures = 0\n").starts_with("auth.max_login_failures:"));
     assert!(err("[tasks]\nconcurrency = 0\n").starts_with("tasks.concurrency:"));
     assert!(err("[providers.x]\nbase_url = \"ftp://a\"\n").starts_with("providers.x.base_url:"));

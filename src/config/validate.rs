@@ -82,6 +82,16 @@ fn at_least<T: PartialOrd + fmt::Display>(key: &str, v: T, min: T) -> Result<T, 
     Ok(v)
 }
 
+/// `[a-z_][a-z0-9_]{0,62}`: a schema name the store can quote into SQL.
+fn valid_schema(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() <= 63
+        && b.first()
+            .is_some_and(|c| c.is_ascii_lowercase() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
 /// The egress policy as configured (host lists lowercased).
 pub(super) fn egress_policy(e: &super::raw::RawEgress) -> gatehouse_actors::gateway::EgressPolicy {
     gatehouse_actors::gateway::EgressPolicy {
@@ -141,10 +151,22 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "required when store.backend = \"postgres\"",
         ));
     }
+    let schema = raw.store.schema.trim();
+    if !schema.is_empty() && !valid_schema(schema) {
+        return Err(bad(
+            "store.schema",
+            format!("invalid schema name {schema:?}: use [a-z_][a-z0-9_]{{0,62}}"),
+        ));
+    }
     let store = StoreConfig {
         backend,
         url: Secret::new(raw.store.url.trim()),
         sweep_interval: duration("store.sweep_interval", &raw.store.sweep_interval, false)?,
+        schema: (!schema.is_empty()).then(|| schema.to_owned()),
+        pool_size: at_least("store.pool_size", raw.store.pool_size, 1)?,
+        connect_timeout: duration("store.connect_timeout", &raw.store.connect_timeout, false)?,
+        query_timeout: duration("store.query_timeout", &raw.store.query_timeout, false)?,
+        slow_query: duration("store.slow_query", &raw.store.slow_query, false)?,
     };
 
     let a = raw.auth;

@@ -9,14 +9,24 @@ use gatehouse_actors::store::{PgStore, SharedStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-fn pg_url() -> String {
+pub fn pg_url() -> String {
     std::env::var("GATEHOUSE_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A fresh schema name for one test (`prefix` says which).
+pub fn schema(prefix: &str) -> String {
+    format!("{prefix}_{}", &gatehouse_actors::ids::random_id()[..10]).to_lowercase()
+}
+
 /// A gateway on `store`, served on a random port; answers its URL.
 async fn serve_on(store: SharedStore) -> (Gatehouse, String) {
-    let gh = Gatehouse::builder(Config::defaults())
+    serve_config(Config::defaults(), store).await
+}
+
+/// A gateway with `config` on `store`, served on a random port; answers its URL.
+pub async fn serve_config(config: Config, store: SharedStore) -> (Gatehouse, String) {
+    let gh = Gatehouse::builder(config)
         .store(store)
         .build()
         .await
@@ -146,7 +156,7 @@ async fn sessions_tokens_and_locks_hold_across_a_restart_on_postgres() {
 }
 
 /// Polls `check` until it holds (bounded, no timing threshold on the result).
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

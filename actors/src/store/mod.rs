@@ -6,7 +6,7 @@
 mod pg;
 mod sled_store;
 
-pub use pg::PgStore;
+pub use pg::{PgOptions, PgStore};
 pub use sled_store::SledStore;
 
 use crate::error::{GatehouseError, StoreError};

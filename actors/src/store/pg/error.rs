@@ -10,6 +10,8 @@ use tokio_postgres::error::SqlState;
 pub(super) enum Fail {
     Db(tokio_postgres::Error),
     Backend(String),
+    /// No connection, or no answer in time.
+    Unavailable(String),
     App(GatehouseError),
 }
 
@@ -41,8 +43,12 @@ impl Fail {
 
     pub(super) fn into_gatehouse(self) -> GatehouseError {
         match self {
+            Fail::Db(e) if unreachable(&e) => {
+                GatehouseError::Store(StoreError::Unavailable(describe(&e)))
+            }
             Fail::Db(e) => GatehouseError::Store(StoreError::Backend(describe(&e))),
             Fail::Backend(m) => GatehouseError::Store(StoreError::Backend(m)),
+            Fail::Unavailable(m) => GatehouseError::Store(StoreError::Unavailable(m)),
             Fail::App(e) => e,
         }
     }
@@ -66,6 +72,29 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether `e` says the server is out of reach rather than that it refused
+/// the operation: no connection (refused, reset, closed, timed out), or the
+/// server shutting down, starting up, out of connections or cancelling the
+/// statement at `statement_timeout`.
+pub(super) fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08")
+            || code.starts_with("57P")
+            || code == SqlState::TOO_MANY_CONNECTIONS.code()
+            || code == SqlState::QUERY_CANCELED.code();
+    }
+    if e.is_closed() {
+        return true;
+    }
+    if std::error::Error::source(e).is_some_and(|c| c.is::<std::io::Error>()) {
+        return true;
+    }
+    // Connecting failed or timed out (the driver's kinds are private).
+    let m = e.to_string();
+    m == "error connecting to server" || m == "timeout waiting for server"
+}
+
 pub(super) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
@@ -79,7 +108,7 @@ pub(super) fn into_store(e: GatehouseError) -> StoreError {
 
 /// Belt and braces: no message built while connecting repeats the URL or
 /// its password, even if a driver message ever quoted them.
-pub(super) fn redact(url: &str, msg: String) -> StoreError {
+pub(super) fn redact(url: &str, msg: String) -> String {
     let mut msg = msg;
     if !url.is_empty() {
         msg = msg.replace(url, "<url>");
@@ -91,5 +120,5 @@ pub(super) fn redact(url: &str, msg: String) -> StoreError {
             }
         }
     }
-    StoreError::Backend(msg)
+    msg
 }

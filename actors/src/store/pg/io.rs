@@ -34,10 +34,12 @@ impl IoRuntime {
     }
 }
 
-/// Opens connections on the I/O runtime and points them at the schema.
+/// Opens connections on the I/O runtime and sets them up (statement
+/// timeout, schema).
 pub(super) struct IoConnect {
     pub(super) rt: tokio::runtime::Handle,
-    pub(super) search_path: Option<String>,
+    /// Run once on each new connection.
+    pub(super) setup: String,
 }
 
 impl Connect for IoConnect {
@@ -50,7 +52,7 @@ impl Connect for IoConnect {
     > {
         let config = pg_config.clone();
         let rt = self.rt.clone();
-        let search_path = self.search_path.clone();
+        let setup = self.setup.clone();
         Box::pin(async move {
             let spawner = rt.clone();
             let opened = rt
@@ -61,11 +63,9 @@ impl Connect for IoConnect {
                             tracing::warn!(error = %describe(&e), "PostgreSQL connection ended");
                         }
                     });
-                    if let Some(sql) = search_path {
-                        if let Err(e) = client.batch_execute(&sql).await {
-                            task.abort();
-                            return Err(e);
-                        }
+                    if let Err(e) = client.batch_execute(&setup).await {
+                        task.abort();
+                        return Err(e);
                     }
                     Ok((client, task))
                 })

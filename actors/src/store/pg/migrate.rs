@@ -46,6 +46,9 @@ pub(super) async fn migrate(store: &PgStore) -> Result<(), GatehouseError> {
     store
         .tx("migrate", &args, |t, (key, schema)| {
             Box::pin(async move {
+                // Not bounded by the store's statement timeout: a migration
+                // (or waiting for another instance's) may take long.
+                t.batch_execute("SET LOCAL statement_timeout = 0").await?;
                 t.execute("SELECT pg_advisory_xact_lock($1)", &[key])
                     .await?;
                 if let Some(s) = schema {

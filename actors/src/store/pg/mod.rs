@@ -14,6 +14,13 @@
 //! new session or makes the sign-in fail. A transaction that PostgreSQL
 //! aborts as a deadlock victim or serialization failure is retried.
 //!
+//! Every wait is bounded ([`PgOptions`]): a free or new connection comes
+//! within the connect timeout and an operation ends within the query timeout
+//! (also the server's `statement_timeout`), else it fails as
+//! [`StoreError::Unavailable`], so a lost database is a quick `503`, not a
+//! hang. An operation slower than the slow-query threshold is logged with
+//! its `elapsed_ms`.
+//!
 //! Connections live on a small runtime of their own (one thread), not on the
 //! runtime of whichever actix worker first needed one, so a worker or arbiter
 //! that stops never takes pooled connections with it.
@@ -24,6 +31,7 @@ mod io;
 mod listen;
 mod migrate;
 mod misc;
+mod options;
 mod sessions;
 mod sql;
 mod tasks;
@@ -55,14 +63,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
-/// Connections a store keeps at most.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+pub use options::PgOptions;
 
-/// An operation slower than this is logged (by name, never with its data).
-const SLOW: Duration = Duration::from_millis(200);
-/// How long a caller waits for a free connection, and for a new one.
-const POOL_WAIT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Operations that are not bounded by the query timeout.
+const UNBOUNDED: &[&str] = &["migrate"];
 /// Attempts of a transaction that PostgreSQL aborted as a deadlock victim.
 const ATTEMPTS: u32 = 5;
 
@@ -75,6 +79,8 @@ struct Inner {
     // Dropped first: idle connections close before their runtime stops.
     pool: Pool,
     schema: Option<String>,
+    query_timeout: Duration,
+    slow: Duration,
     /// Other instances' changes, from the listening connection.
     changes: tokio::sync::broadcast::Sender<Change>,
     /// This store's id in notifications (its own are skipped).
@@ -97,7 +103,11 @@ impl PgStore {
     /// embedded migrations in one transaction under an advisory lock, so two
     /// instances starting together don't race.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
-        Self::connect_with_pool_size(url, schema, DEFAULT_POOL_SIZE).await
+        let options = PgOptions {
+            schema: schema.map(str::to_owned),
+            ..Default::default()
+        };
+        Self::open(url, &options).await
     }
 
     /// [`PgStore::connect`] with at most `pool_size` connections.
@@ -106,6 +116,17 @@ impl PgStore {
         schema: Option<&str>,
         pool_size: usize,
     ) -> Result<PgStore, StoreError> {
+        let options = PgOptions {
+            schema: schema.map(str::to_owned),
+            pool_size,
+            ..Default::default()
+        };
+        Self::open(url, &options).await
+    }
+
+    /// [`PgStore::connect`] with every knob of [`PgOptions`].
+    pub async fn open(url: &str, options: &PgOptions) -> Result<PgStore, StoreError> {
+        let schema = options.schema.as_deref();
         if let Some(s) = schema {
             if !valid_identifier(s) {
                 return Err(StoreError::Backend(format!(
@@ -115,18 +136,21 @@ impl PgStore {
         }
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
-                redact(url, format!("PostgreSQL URL: {}", describe(&e)))
+                StoreError::Backend(redact(url, format!("PostgreSQL URL: {}", describe(&e))))
             })?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
+            config.connect_timeout(options.connect_timeout);
         }
+        let connect_timeout = *config
+            .get_connect_timeout()
+            .unwrap_or(&options.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("gatehouse");
         }
         let io = IoRuntime::start()?;
         let connect = IoConnect {
             rt: io.handle.clone(),
-            search_path: schema.map(|s| format!("SET search_path TO \"{s}\"")),
+            setup: options.session_setup(),
         };
         let listen_config = config.clone();
         let manager = Manager::from_connect(
@@ -137,11 +161,11 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
+            .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
         let (changes, _) = tokio::sync::broadcast::channel(1024);
@@ -152,11 +176,14 @@ impl PgStore {
             channel.clone(),
             instance.clone(),
             changes.clone(),
+            connect_timeout.max(options.query_timeout),
         ));
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
                 schema: schema.map(str::to_owned),
+                query_timeout: options.query_timeout,
+                slow: options.slow,
                 changes,
                 instance,
                 channel,
@@ -166,7 +193,8 @@ impl PgStore {
         migrate::migrate(&store)
             .await
             .map_err(|e| match into_store(e) {
-                StoreError::Backend(m) => redact(url, m),
+                StoreError::Backend(m) => StoreError::Backend(redact(url, m)),
+                StoreError::Unavailable(m) => StoreError::Unavailable(redact(url, m)),
                 other => other,
             })?;
         Ok(store)
@@ -213,14 +241,42 @@ impl PgStore {
         }
     }
 
+    /// A pooled connection: a free one, or a new one while the pool has
+    /// room, each wait bounded by the connect timeout.
     async fn client(&self) -> Result<Object, Fail> {
         self.inner.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => Fail::Db(e),
-            PoolError::Timeout(_) => {
-                Fail::Backend("timed out waiting for a PostgreSQL connection".into())
-            }
+            PoolError::Timeout(_) => Fail::Unavailable("no PostgreSQL connection in time".into()),
             other => Fail::Backend(format!("PostgreSQL pool: {other}")),
         })
+    }
+
+    /// `work` (on a pooled connection), bounded by the query timeout unless
+    /// `op` is unbounded; `None` when it overran.
+    async fn within<T>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, Fail>>,
+    ) -> Option<Result<T, Fail>> {
+        if UNBOUNDED.contains(&op) {
+            return Some(work.await);
+        }
+        tokio::time::timeout(self.inner.query_timeout, work)
+            .await
+            .ok()
+    }
+
+    /// Closes a connection whose operation overran instead of giving it back
+    /// to the pool (a statement may still run on it, or the network is gone).
+    fn overran(&self, op: &'static str, client: Object) -> Fail {
+        drop(Object::take(client));
+        let ms = self.inner.query_timeout.as_millis();
+        tracing::warn!(
+            op,
+            timeout_ms = ms as u64,
+            "PostgreSQL store operation timed out; its connection is closed"
+        );
+        Fail::Unavailable(format!("PostgreSQL did not answer within {ms} ms"))
     }
 
     /// Runs `f` in one transaction and commits, retrying when PostgreSQL
@@ -266,26 +322,30 @@ impl PgStore {
         F: for<'c> Fn(&'c Transaction<'c>, &'c A) -> BoxFut<'c, Result<R, Fail>> + Send + Sync,
         E: Fn(R) -> TxEnd<T> + Send + Sync,
     {
-        timed(op, async {
+        self.timed(op, async {
             let mut attempt = 1;
             loop {
                 let out = async {
                     let mut client = self.client().await?;
-                    let t = client.transaction().await?;
-                    match f(&t, args).await.map(&end) {
-                        Ok(TxEnd::Commit(v)) => {
-                            t.commit().await?;
-                            Ok(v)
+                    let work = async {
+                        let t = client.transaction().await?;
+                        match f(&t, args).await.map(&end) {
+                            Ok(TxEnd::Commit(v)) => {
+                                t.commit().await?;
+                                Ok(v)
+                            }
+                            Ok(TxEnd::Rollback(v)) => {
+                                t.rollback().await?;
+                                Ok(v)
+                            }
+                            Err(e) => {
+                                let _ = t.rollback().await;
+                                Err(e)
+                            }
                         }
-                        Ok(TxEnd::Rollback(v)) => {
-                            t.rollback().await?;
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            let _ = t.rollback().await;
-                            Err(e)
-                        }
-                    }
+                    };
+                    let done = self.within(op, work).await;
+                    done.unwrap_or_else(|| Err(self.overran(op, client)))
                 }
                 .await;
                 match out {
@@ -308,12 +368,13 @@ impl PgStore {
         T: Send,
         F: for<'c> Fn(&'c Object, &'c A) -> BoxFut<'c, Result<T, Fail>> + Send + Sync,
     {
-        timed(op, async {
+        self.timed(op, async {
             let mut attempt = 1;
             loop {
                 let out = async {
                     let client = self.client().await?;
-                    f(&client, args).await
+                    let done = self.within(op, f(&client, args)).await;
+                    done.unwrap_or_else(|| Err(self.overran(op, client)))
                 }
                 .await;
                 match out {
@@ -337,18 +398,23 @@ enum TxEnd<T> {
     Rollback(T),
 }
 
-async fn timed<T>(op: &'static str, fut: impl Future<Output = T>) -> T {
-    let start = Instant::now();
-    let out = fut.await;
-    let elapsed = start.elapsed();
-    if elapsed > SLOW {
-        tracing::warn!(
-            op,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "slow PostgreSQL store operation"
-        );
+impl PgStore {
+    /// Runs `fut`, logging it (by name, never with its data) when it took
+    /// longer than the slow-query threshold.
+    async fn timed<T>(&self, op: &'static str, fut: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let out = fut.await;
+        let elapsed = start.elapsed();
+        if elapsed > self.inner.slow {
+            tracing::warn!(
+                op,
+                elapsed_ms = elapsed.as_millis() as u64,
+                threshold_ms = self.inner.slow.as_millis() as u64,
+                "slow PostgreSQL store operation"
+            );
+        }
+        out
     }
-    out
 }
 
 #[async_trait]
