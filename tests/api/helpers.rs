@@ -199,7 +199,7 @@ pub async fn error_code(res: Response) -> (u16, String) {
     let body: Value = res.json().await.expect("an OpenAI-shaped JSON error");
     let code = body["error"]["code"]
         .as_str()
-        .expect("error.code is a string")
+        .unwrap_or_else(|| panic!("error.code is a string ({status}): {body}"))
         .to_owned();
     assert!(
         body["error"]["message"].is_string() && body["error"]["type"].is_string(),

@@ -25,6 +25,7 @@ mod oidc_signin;
 mod oidc_smoke;
 mod pg_outage;
 mod postgres;
+mod providers;
 mod resilience;
 mod sdk;
 mod sessions;

@@ -8,6 +8,10 @@
 //! - `stall` (stream) → the first chunk, then silence for 5 s;
 //! - `endless` (stream) → a chunk every 50 ms until the reader goes away;
 //! - anything else answers `echo: <last user text>` with fixed usage.
+//!
+//! Whatever the model, a key (bearer or `x-api-key`) starting `sk-revoked`
+//! gets `401`, and one starting `sk-limited` gets `429` with `Retry-After: 1`
+//! (the model list too), as a provider does for a bad or exhausted key.
 
 use super::fakes::serve;
 use actix_web::{web, App, HttpRequest, HttpResponse};
@@ -89,8 +93,16 @@ impl FakeLlm {
                     "/v1/models",
                     web::get().to(move |req: HttpRequest| {
                         record(&s, &req, Value::Null);
-                        let data: Vec<Value> = models.iter().map(|m| json!({"id": m, "object": "model"})).collect();
-                        async move { HttpResponse::Ok().json(json!({"object": "list", "data": data})) }
+                        let refused = refuse_key(&req);
+                        let data: Vec<Value> = models
+                            .iter()
+                            .map(|m| json!({"id": m, "object": "model"}))
+                            .collect();
+                        async move {
+                            refused.unwrap_or_else(|| {
+                                HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+                            })
+                        }
                     }),
                 )
                 .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
@@ -103,10 +115,42 @@ impl FakeLlm {
     }
 }
 
+/// The key the gateway sent, by either API's header.
+pub fn key_of(req: &HttpRequest) -> String {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    h("authorization")
+        .map(|v| v.trim_start_matches("Bearer ").to_owned())
+        .or_else(|| h("x-api-key"))
+        .unwrap_or_default()
+}
+
+fn refuse_key(req: &HttpRequest) -> Option<HttpResponse> {
+    let key = key_of(req);
+    if key.starts_with("sk-revoked") {
+        return Some(HttpResponse::Unauthorized().json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})));
+    }
+    if key.starts_with("sk-limited") {
+        return Some(
+            HttpResponse::TooManyRequests()
+                .insert_header(("retry-after", "1"))
+                .json(json!({"error": {"message": "quota exceeded", "type": "rate_limit"}})),
+        );
+    }
+    None
+}
+
 async fn handle(req: HttpRequest, body: web::Bytes, s: Shared, anthropic: bool) -> HttpResponse {
     s.calls.fetch_add(1, Ordering::SeqCst);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     record(&s, &req, body.clone());
+    if let Some(refused) = refuse_key(&req) {
+        return refused;
+    }
     let model = body["model"].as_str().unwrap_or("").to_owned();
     match model.as_str() {
         "fail-500" => {

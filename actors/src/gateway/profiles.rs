@@ -267,21 +267,26 @@ mod tests {
     #[test]
     fn health_moves_between_ok_cooling_and_failing() {
         let h = ProfileHealth::default();
-        assert!(h.usable(0));
-        h.cool_until(1_000);
-        assert!(!h.usable(999));
+        assert!(h.usable(0, "m"));
+        h.cool_until("m", 1_000, 0);
+        assert!(!h.usable(999, "m"));
+        assert!(
+            h.usable(999, "other"),
+            "a rest is for the model that was limited"
+        );
         assert_eq!(h.state(500), (ProfileState::Cooling, Some(1_000)));
-        h.cool_until(10);
+        h.cool_until("m", 10, 500);
         assert_eq!(
-            h.cooling_until(),
-            1_000,
+            h.rest_for(500, "m"),
+            Some(1_000),
             "a shorter rest never shortens a longer one"
         );
-        assert!(h.usable(1_000));
+        assert!(h.usable(1_000, "m"));
+        assert_eq!(h.state(1_000), (ProfileState::Ok, None));
         assert!(h.mark_failing());
         assert!(!h.mark_failing(), "warned once");
         assert_eq!(h.state(5_000), (ProfileState::Failing, None));
-        assert!(!h.usable(5_000));
+        assert!(!h.usable(5_000, "other"));
     }
 
     #[test]
