@@ -547,3 +547,34 @@ impl std::fmt::Debug for GatewayItem {
             .finish_non_exhaustive()
     }
 }
+
+/// One counter a model call draws on: a `metric` (`rpm`, `tpm`, `spend`) of
+/// a `subject` (`user:ID`, `token:ID`) in the window `[start, end)` (Unix
+/// seconds), and the most it may hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Draw {
+    pub subject: String,
+    pub metric: String,
+    pub start: i64,
+    pub end: i64,
+    pub amount: f64,
+    pub limit: f64,
+}
+
+/// What a reservation answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reserve {
+    /// Every draw was added.
+    Granted,
+    /// Nothing was added: the draw at this index would pass its limit.
+    Refused(usize),
+}
+
+/// A counter as it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    pub metric: String,
+    pub start: i64,
+    pub end: i64,
+    pub value: f64,
+}

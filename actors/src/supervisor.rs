@@ -344,9 +344,14 @@ impl Supervisor {
             self.handles.oauth(),
             self.handles.tasks(),
         );
+        let store = self.handles.store().clone();
         let job = async move {
             if let Ok(Err(e)) = t.send(tasks::Sweep { now }).await {
                 tracing::warn!(error = %e, "sweeping idempotency keys failed");
+            }
+            // Counters live in the store alone (no actor caches them).
+            if let Err(e) = store.sweep_counters(now.unix_timestamp()).await {
+                tracing::warn!(error = %e, "sweeping limit counters failed");
             }
             let sessions = s.send(session::Sweep { now }).await;
             let states = o.send(oauth::Sweep { now }).await;

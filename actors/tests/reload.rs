@@ -175,6 +175,18 @@ impl Store for Gated {
     async fn put_gateway_items(&self, items: Vec<GatewayItem>) -> Result<(), StoreError> {
         self.inner.put_gateway_items(items).await
     }
+    async fn reserve(&self, draws: Vec<Draw>) -> Result<Reserve, StoreError> {
+        self.inner.reserve(draws).await
+    }
+    async fn adjust(&self, draws: Vec<Draw>) -> Result<(), StoreError> {
+        self.inner.adjust(draws).await
+    }
+    async fn counters(&self, subject: &str, now: i64) -> Result<Vec<Counter>, StoreError> {
+        self.inner.counters(subject, now).await
+    }
+    async fn sweep_counters(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.sweep_counters(now).await
+    }
 }
 
 #[actix_rt::test]

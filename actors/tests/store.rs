@@ -90,6 +90,8 @@ both!(
     claims_take_runnable_tasks_oldest_first,
     concurrent_claims_never_share_a_task,
     idempotency_sweeps_and_reads_skip_expired,
+    reservations_are_all_or_none_and_stop_at_the_limit,
+    concurrent_reservations_never_pass_the_limit,
 );
 
 fn now() -> OffsetDateTime {
@@ -1300,6 +1302,108 @@ mod cases {
         );
         assert_eq!(get("live", T0).await.unwrap(), None);
         assert_eq!(s.load_tasks().await.unwrap().len(), 3, "tasks stay");
+    }
+
+    fn draw(subject: &str, metric: &str, amount: f64, limit: f64) -> Draw {
+        Draw {
+            subject: subject.into(),
+            metric: metric.into(),
+            start: 1_000,
+            end: 1_060,
+            amount,
+            limit,
+        }
+    }
+
+    fn value(counters: &[Counter], metric: &str) -> f64 {
+        counters
+            .iter()
+            .find(|c| c.metric == metric)
+            .map_or(0.0, |c| c.value)
+    }
+
+    pub async fn reservations_are_all_or_none_and_stop_at_the_limit(s: &dyn Store) {
+        let both = |tpm: f64| {
+            vec![
+                draw("user:u", "rpm", 1.0, 3.0),
+                draw("token:t", "tpm", tpm, 100.0),
+            ]
+        };
+        assert_eq!(s.reserve(both(40.0)).await.unwrap(), Reserve::Granted);
+        assert_eq!(s.reserve(both(40.0)).await.unwrap(), Reserve::Granted);
+        // The token's tpm would pass 100: nothing is added, not even the rpm.
+        assert_eq!(s.reserve(both(40.0)).await.unwrap(), Reserve::Refused(1));
+        let u = s.counters("user:u", 1_000).await.unwrap();
+        assert_eq!(value(&u, "rpm"), 2.0);
+        assert_eq!(
+            value(&s.counters("token:t", 1_000).await.unwrap(), "tpm"),
+            80.0
+        );
+        assert_eq!(
+            s.reserve(both(20.0)).await.unwrap(),
+            Reserve::Granted,
+            "exactly the limit is allowed"
+        );
+        assert_eq!(
+            s.reserve(both(0.0)).await.unwrap(),
+            Reserve::Refused(0),
+            "the fourth request of three"
+        );
+        assert_eq!(
+            s.reserve(vec![draw("user:v", "tpm", 101.0, 100.0)])
+                .await
+                .unwrap(),
+            Reserve::Refused(0),
+            "a draw larger than its limit never fits"
+        );
+        // Settling gives back what was not used, never below zero.
+        s.adjust(vec![draw("token:t", "tpm", -30.0, 0.0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            value(&s.counters("token:t", 1_000).await.unwrap(), "tpm"),
+            70.0
+        );
+        s.adjust(vec![draw("token:t", "tpm", -500.0, 0.0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            value(&s.counters("token:t", 1_000).await.unwrap(), "tpm"),
+            0.0
+        );
+        s.adjust(vec![draw("token:new", "spend", 0.25, 0.0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            value(&s.counters("token:new", 1_000).await.unwrap(), "spend"),
+            0.25
+        );
+        // Windows end: counters of an ended window are not shown, and are swept.
+        assert!(s.counters("user:u", 1_060).await.unwrap().is_empty());
+        assert_eq!(s.sweep_counters(1_059).await.unwrap(), 0);
+        assert!(s.sweep_counters(1_060).await.unwrap() >= 3);
+        assert!(s.counters("user:u", 1_000).await.unwrap().is_empty());
+    }
+
+    pub async fn concurrent_reservations_never_pass_the_limit(s: &dyn Store) {
+        let calls = (0..40).map(|_| {
+            s.reserve(vec![
+                draw("user:c", "rpm", 1.0, 25.0),
+                draw("user:c", "spend", 0.5, 100.0),
+            ])
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let granted = results
+            .into_iter()
+            .filter(|r| *r.as_ref().unwrap() == Reserve::Granted)
+            .count();
+        assert_eq!(
+            granted, 25,
+            "exactly the limit, however the calls interleave"
+        );
+        let c = s.counters("user:c", 1_000).await.unwrap();
+        assert_eq!(value(&c, "rpm"), 25.0);
+        assert_eq!(value(&c, "spend"), 12.5);
     }
 }
 

@@ -104,6 +104,10 @@ pub struct Config {
     pub models: ModelsConfig,
     pub egress: EgressConfig,
     pub tasks: TasksConfig,
+    /// `[limits.user]`, `[limits.token]`: the defaults.
+    pub limits: LimitsConfig,
+    /// `[prices]`: per million tokens, by `provider/model`.
+    pub prices: std::collections::HashMap<String, Price>,
     /// `[[access.rules]]`.
     pub access: crate::access::AccessPolicy,
     /// The merged, expanded settings with secrets already replaced by `***`.
@@ -241,6 +245,25 @@ pub struct ProfileConfig {
     pub api_key: Secret,
     pub order: i64,
     pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LimitsConfig {
+    pub user: gatehouse_actors::gateway::Limits,
+    pub token: gatehouse_actors::gateway::Limits,
+}
+
+/// A model's price per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Price {
+    pub fn cost(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * self.input + completion as f64 * self.output) / 1_000_000.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

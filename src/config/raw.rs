@@ -85,6 +85,32 @@ pub(super) struct RawConfig {
     pub(super) tasks: RawTasks,
     #[serde(default)]
     pub(super) access: RawAccess,
+    pub(super) limits: RawLimitsSection,
+    #[serde(default)]
+    pub(super) prices: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimitsSection {
+    pub(super) user: RawLimits,
+    pub(super) token: RawLimits,
+}
+
+raw!(RawLimits {
+    rpm: u64 = "lenient", default "u64::default";
+    tpm: u64 = "lenient", default "u64::default";
+    budget: f64 = "lenient", default "f64::default";
+    budget_period: String = "lenient", default "default_budget_period";
+});
+
+raw!(RawPrice {
+    input: f64 = "lenient", default "f64::default";
+    output: f64 = "lenient", default "f64::default";
+});
+
+fn default_budget_period() -> String {
+    "30d".into()
 }
 
 #[derive(Deserialize, Serialize, Default)]

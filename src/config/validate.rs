@@ -444,6 +444,27 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
 
     let access = access(raw.access)?;
+    let limits = super::LimitsConfig {
+        user: limits("limits.user", &raw.limits.user)?,
+        token: limits("limits.token", &raw.limits.token)?,
+    };
+    let mut prices = std::collections::HashMap::new();
+    for (model, p) in raw.prices {
+        let key = format!("prices.{model}");
+        if !(p.input.is_finite() && p.output.is_finite() && p.input >= 0.0 && p.output >= 0.0) {
+            return Err(bad(
+                key,
+                "input and output must be prices of 0 or more per million tokens",
+            ));
+        }
+        prices.insert(
+            model,
+            super::Price {
+                input: p.input,
+                output: p.output,
+            },
+        );
+    }
 
     Ok(Config {
         server,
@@ -453,8 +474,26 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         models,
         egress,
         tasks,
+        limits,
+        prices,
         access,
         redacted: Value::Null,
+    })
+}
+
+fn limits(
+    key: &str,
+    raw: &super::raw::RawLimits,
+) -> Result<gatehouse_actors::gateway::Limits, ConfigError> {
+    if !(raw.budget.is_finite() && raw.budget >= 0.0) {
+        return Err(bad(format!("{key}.budget"), "must be 0 (none) or more"));
+    }
+    let period = duration(&format!("{key}.budget_period"), &raw.budget_period, false)?;
+    Ok(gatehouse_actors::gateway::Limits {
+        rpm: raw.rpm,
+        tpm: raw.tpm,
+        budget: raw.budget,
+        budget_period: period.as_secs().max(1),
     })
 }
 

@@ -46,6 +46,8 @@ struct Runtime {
     profiles: BTreeMap<String, (StoredProfile, Option<ProfileSecrets>)>,
     aliases: BTreeMap<String, Vec<String>>,
     default_model: Option<String>,
+    /// Subject (`user:ID`, `token:ID`) → its limit override.
+    limits: HashMap<String, super::LimitOverride>,
 }
 
 /// A profile as listed for operators (never its key).
@@ -368,8 +370,9 @@ impl ProviderActor {
             .default_model
             .clone()
             .unwrap_or_else(|| self.spec.default_model.clone());
-        self.view
-            .store(Arc::new(Catalog::new(offered, aliases, default_model)));
+        self.view.store(Arc::new(
+            Catalog::new(offered, aliases, default_model).with_limits(self.runtime.limits.clone()),
+        ));
     }
 
     /// Fetches the model lists of providers that list none, then publishes.
@@ -452,6 +455,14 @@ impl ProviderActor {
         change: Write,
         apply: impl FnOnce(&mut Runtime) + 'static,
     ) -> ResponseActFuture<Self, Result<bool, GatehouseError>> {
+        // Only a change of providers or keys can change model lists.
+        let rediscover = matches!(
+            &change,
+            Write::Put(GatewayItem {
+                kind: ItemKind::Provider | ItemKind::Profile,
+                ..
+            }) | Write::Delete(ItemKind::Provider | ItemKind::Profile, _)
+        );
         let store = match self.store() {
             Ok(s) => s,
             Err(e) => return Box::pin(fut::ready(Err(e))),
@@ -466,7 +477,9 @@ impl ProviderActor {
             let created = done.map_err(GatehouseError::Store)?;
             apply(&mut act.runtime);
             act.publish();
-            ctx.spawn(act.discover().map(|_, _, _| ()));
+            if rediscover {
+                ctx.spawn(act.discover().map(|_, _, _| ()));
+            }
             Ok(created)
         }))
     }
@@ -515,7 +528,11 @@ fn runtime_from(items: Vec<GatewayItem>, master: Option<&MasterKey>) -> Runtime 
                 }
             }
             ItemKind::Setting => {
-                if it.name == profiles::DEFAULT_MODEL {
+                if let Some(subject) = it.name.strip_prefix("limits/") {
+                    if let Ok(o) = serde_json::from_str(&it.body) {
+                        rt.limits.insert(subject.to_owned(), o);
+                    }
+                } else if it.name == profiles::DEFAULT_MODEL {
                     if let Ok(s) = serde_json::from_str::<StoredSetting>(&it.body) {
                         rt.default_model = Some(s.value);
                     }
@@ -1000,5 +1017,34 @@ impl Handler<RotateMaster> for ProviderActor {
                     Ok(n)
                 }),
         ))
+    }
+}
+
+/// Sets (or, with `None`, removes) a subject's limit override.
+#[derive(Message)]
+#[rtype(result = "Result<bool, GatehouseError>")]
+pub struct PutLimits {
+    /// `user:ID` or `token:ID`.
+    pub subject: String,
+    pub limits: Option<super::LimitOverride>,
+}
+
+impl Handler<PutLimits> for ProviderActor {
+    type Result = AtomicResponse<Self, Result<bool, GatehouseError>>;
+    fn handle(&mut self, m: PutLimits, _: &mut Context<Self>) -> Self::Result {
+        let name = super::limits::setting_name(&m.subject);
+        let subject = m.subject;
+        let write = match m.limits {
+            Some(o) => {
+                let it = item(ItemKind::Setting, name, &o);
+                self.write(Write::Put(it), move |rt| {
+                    rt.limits.insert(subject, o);
+                })
+            }
+            None => self.write(Write::Delete(ItemKind::Setting, name), move |rt| {
+                rt.limits.remove(&subject);
+            }),
+        };
+        AtomicResponse::new(write)
     }
 }

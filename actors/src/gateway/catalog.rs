@@ -79,6 +79,8 @@ pub struct Catalog {
     routes: HashMap<String, Target>,
     aliases: BTreeMap<String, Vec<String>>,
     default_model: String,
+    /// Per-subject limit overrides (`user:ID`, `token:ID`).
+    limits: HashMap<String, super::LimitOverride>,
 }
 
 /// What handlers read: the current catalog, swapped whole on every change.
@@ -112,7 +114,23 @@ impl Catalog {
             routes,
             aliases,
             default_model,
+            limits: HashMap::new(),
         }
+    }
+
+    /// The catalog with these limit overrides.
+    pub fn with_limits(mut self, limits: HashMap<String, super::LimitOverride>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A subject's override, if it has one.
+    pub fn limits_of(&self, subject: &str) -> Option<&super::LimitOverride> {
+        self.limits.get(subject)
+    }
+
+    pub fn limit_overrides(&self) -> &HashMap<String, super::LimitOverride> {
+        &self.limits
     }
 
     /// Where a call to `name` goes, primary first; `None` when the name is unknown

@@ -7,6 +7,7 @@ pub mod actor;
 pub mod catalog;
 pub mod circuit;
 pub mod egress;
+pub mod limits;
 pub mod profiles;
 pub mod usage;
 
@@ -14,6 +15,7 @@ pub use actor::{ModelLister, ProviderActor, SharedLister};
 pub use catalog::{Catalog, CatalogView, Provider, Target};
 pub use circuit::Circuit;
 pub use egress::{EgressDenied, EgressPolicy};
+pub use limits::{LimitOverride, Limits};
 pub use profiles::{Profile, ProfileHealth, ProfileSpec, ProfileState};
 pub use usage::{UsageActor, UsageSink};
 

@@ -12,9 +12,9 @@ pub use sled_store::SledStore;
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, SaveTask, SessionRecord,
-    SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery,
-    UsageRecord, UsageRow, UserChange, UserRecord,
+    AuditEvent, Counter, Draw, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, Reserve,
+    SaveTask, SessionRecord, SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord,
+    UsageBucket, UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -253,6 +253,20 @@ pub trait Store: Send + Sync + 'static {
     /// Writes every item of `items` (inserting or replacing), all or none:
     /// how a master-key rotation re-seals the profiles.
     async fn put_gateway_items(&self, items: Vec<GatewayItem>) -> Result<(), StoreError>;
+
+    // --- rate limits and budgets ------------------------------------------
+    /// Adds every draw's amount to its counter, all or none: `Refused(i)`
+    /// (nothing written) when draw `i` would take its counter past its
+    /// limit. Atomic against every other caller, in every process sharing
+    /// the store, so N instances never grant more than the limit.
+    async fn reserve(&self, draws: Vec<Draw>) -> Result<Reserve, StoreError>;
+    /// Adds each draw's amount (negative: gives back), never below zero
+    /// and without a limit check: settles a reservation with real usage.
+    async fn adjust(&self, draws: Vec<Draw>) -> Result<(), StoreError>;
+    /// A subject's counters whose window has not ended at `now` (Unix s).
+    async fn counters(&self, subject: &str, now: i64) -> Result<Vec<Counter>, StoreError>;
+    /// Deletes counters whose window ended at or before `now`.
+    async fn sweep_counters(&self, now: i64) -> Result<u64, StoreError>;
 
     // --- health ----------------------------------------------------------
     /// Writes and flushes a probe record.

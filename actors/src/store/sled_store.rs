@@ -8,9 +8,9 @@ use super::{bucket_width, check_task_events, finite_cost, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, SaveTask, SessionRecord,
-    SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery,
-    UsageRecord, UsageRow, UserChange, UserRecord,
+    AuditEvent, Counter, Draw, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, Reserve,
+    SaveTask, SessionRecord, SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord,
+    UsageBucket, UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -46,11 +46,15 @@ struct Inner {
     idempotency: Tree,
     /// [`gateway_key`] → run-time provider, profile, alias or setting.
     gateway: Tree,
+    /// [`counter_key`] → window end (i64 BE) and value (f64 BE).
+    limits: Tree,
     meta: Tree,
     /// Serialises writes that read sessions and then change them with a user.
     user_lock: Mutex<()>,
     /// Serialises task and idempotency writes, each a read-check-write.
     task_lock: Mutex<()>,
+    /// Serialises reservations (read, check every draw, then write).
+    limit_lock: Mutex<()>,
 }
 
 impl SledStore {
@@ -77,10 +81,12 @@ impl SledStore {
             task_events: db.open_tree("task_events")?,
             idempotency: db.open_tree("idempotency")?,
             gateway: db.open_tree("gateway")?,
+            limits: db.open_tree("limit_counters")?,
             meta: db.open_tree("meta")?,
             db,
             user_lock: Mutex::new(()),
             task_lock: Mutex::new(()),
+            limit_lock: Mutex::new(()),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -126,6 +132,34 @@ impl SledStore {
                 other => StoreError::Backend(other.to_string()),
             })
     }
+}
+
+/// `subject NUL metric NUL start (i64 BE)`: a subject's counters sort together.
+fn counter_key(subject: &str, metric: &str, start: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(subject.len() + metric.len() + 10);
+    k.extend_from_slice(subject.as_bytes());
+    k.push(0);
+    k.extend_from_slice(metric.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&start.to_be_bytes());
+    k
+}
+
+fn counter_value(end: i64, value: f64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&end.to_be_bytes());
+    v[8..].copy_from_slice(&value.to_be_bytes());
+    v
+}
+
+fn read_counter(v: &[u8]) -> Result<(i64, f64), StoreError> {
+    let bytes: [u8; 16] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("limit counter".into()))?;
+    Ok((
+        i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+        f64::from_be_bytes(bytes[8..].try_into().expect("8 bytes")),
+    ))
 }
 
 /// `kind NUL name`: a provider's profiles (`provider/…`) sort together.
@@ -1017,6 +1051,103 @@ impl Store for SledStore {
             }
             i.gateway.apply_batch(batch)?;
             Ok(())
+        })
+        .await
+    }
+
+    // Counters are written without a flush each (sled flushes within half a
+    // second): a reservation is on the request path, and a crash loses at
+    // most that much counting.
+    async fn reserve(&self, draws: Vec<Draw>) -> Result<Reserve, StoreError> {
+        self.read(move |i| {
+            let _guard = i.limit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = sled::Batch::default();
+            for (n, d) in draws.iter().enumerate() {
+                let key = counter_key(&d.subject, &d.metric, d.start);
+                let now = match i.limits.get(&key)? {
+                    Some(v) => read_counter(&v)?.1,
+                    None => 0.0,
+                };
+                // Two draws on one counter add up.
+                let earlier: f64 = draws[..n]
+                    .iter()
+                    .filter(|e| {
+                        e.subject == d.subject && e.metric == d.metric && e.start == d.start
+                    })
+                    .map(|e| e.amount)
+                    .sum();
+                if now + earlier + d.amount > d.limit {
+                    return Ok(Reserve::Refused(n));
+                }
+                batch.insert(key, &counter_value(d.end, now + earlier + d.amount)[..]);
+            }
+            i.limits.apply_batch(batch)?;
+            Ok(Reserve::Granted)
+        })
+        .await
+    }
+
+    async fn adjust(&self, draws: Vec<Draw>) -> Result<(), StoreError> {
+        self.read(move |i| {
+            let _guard = i.limit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            for d in &draws {
+                let key = counter_key(&d.subject, &d.metric, d.start);
+                let now = match i.limits.get(&key)? {
+                    Some(v) => read_counter(&v)?.1,
+                    None => 0.0,
+                };
+                i.limits
+                    .insert(key, &counter_value(d.end, (now + d.amount).max(0.0))[..])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn counters(&self, subject: &str, now: i64) -> Result<Vec<Counter>, StoreError> {
+        let subject = subject.to_owned();
+        self.read(move |i| {
+            let mut prefix = subject.into_bytes();
+            prefix.push(0);
+            let mut out = Vec::new();
+            for item in i.limits.scan_prefix(&prefix) {
+                let (k, v) = item?;
+                let (end, value) = read_counter(&v)?;
+                if end <= now {
+                    continue;
+                }
+                let rest = &k[prefix.len()..];
+                let split = rest.len().saturating_sub(9);
+                let metric = String::from_utf8_lossy(&rest[..split]).into_owned();
+                let start = i64::from_be_bytes(
+                    rest[split + 1..]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("limit counter key".into()))?,
+                );
+                out.push(Counter {
+                    metric,
+                    start,
+                    end,
+                    value,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn sweep_counters(&self, now: i64) -> Result<u64, StoreError> {
+        self.run_store(move |i| {
+            let _guard = i.limit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut n = 0;
+            for item in i.limits.iter() {
+                let (k, v) = item?;
+                if read_counter(&v)?.0 <= now {
+                    i.limits.remove(k)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
         .await
     }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/0005_usage_requests.sql"),
     ),
     (6, include_str!("../../../migrations/0006_gateway.sql")),
+    (7, include_str!("../../../migrations/0007_limits.sql")),
 ];
 
 /// `[a-z_][a-z0-9_]{0,62}`: safe to quote into SQL.

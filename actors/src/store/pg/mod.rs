@@ -28,6 +28,7 @@
 mod error;
 mod gateway;
 mod io;
+mod limits;
 mod listen;
 mod migrate;
 mod misc;
@@ -46,9 +47,9 @@ use super::{Change, EndSessions, Store};
 use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
-    AuditEvent, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, SaveTask, SessionRecord,
-    SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord, UsageBucket, UsageQuery,
-    UsageRecord, UsageRow, UserChange, UserRecord,
+    AuditEvent, Counter, Draw, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, Reserve,
+    SaveTask, SessionRecord, SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord,
+    UsageBucket, UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{
@@ -393,7 +394,7 @@ impl PgStore {
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a transaction of [`PgStore::tx_ending`] ends, with its answer.
-enum TxEnd<T> {
+pub(super) enum TxEnd<T> {
     Commit(T),
     Rollback(T),
 }
@@ -674,6 +675,24 @@ impl Store for PgStore {
         gateway::put_gateway_items(self, items).await?;
         self.notify(&[Change::Gateway]).await;
         Ok(())
+    }
+
+    // --- rate limits and budgets ------------------------------------------
+
+    async fn reserve(&self, draws: Vec<Draw>) -> Result<Reserve, StoreError> {
+        limits::reserve(self, draws).await
+    }
+
+    async fn adjust(&self, draws: Vec<Draw>) -> Result<(), StoreError> {
+        limits::adjust(self, draws).await
+    }
+
+    async fn counters(&self, subject: &str, now: i64) -> Result<Vec<Counter>, StoreError> {
+        limits::counters(self, subject, now).await
+    }
+
+    async fn sweep_counters(&self, now: i64) -> Result<u64, StoreError> {
+        limits::sweep_counters(self, now).await
     }
 
     // --- health ----------------------------------------------------------

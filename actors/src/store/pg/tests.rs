@@ -210,7 +210,7 @@ async fn pg_store_oauth_state_once_and_migrations_twice() {
         .unwrap();
     assert_eq!(
         versions,
-        vec![1, 2, 3, 4, 5, 6],
+        vec![1, 2, 3, 4, 5, 6, 7],
         "each migration applied exactly once"
     );
     s.drop_schema().await.unwrap();
