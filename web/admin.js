@@ -1,5 +1,6 @@
-// Admin (/admin): tabs Users / Sessions / Usage (usage.js). Users: create,
-// set password, lock (reason + confirmation), unlock, delete. Sessions:
+// Admin (/admin): tabs Users / Sessions / Usage (usage.js) / Providers
+// (providers.js). Users: create, set password, lock (reason +
+// confirmation), unlock, delete. Sessions:
 // force logout one, or all of a user. A 403 shows "Admins only".
 
 import {
@@ -7,8 +8,9 @@ import {
   formDialog, toast, showError, clearError, withButton, fmtNumber,
 } from './core.js';
 import usage from './usage.js';
+import providers from './providers.js';
 
-const TABS = ['users', 'sessions', 'usage'];
+const TABS = ['users', 'sessions', 'usage', 'providers'];
 let wired = false;
 let current = 'users';
 const dialogs = {};
@@ -168,6 +170,7 @@ const LOADERS = {
   users: () => loadUsers().catch((e) => fail($('users-error'), e)),
   sessions: () => loadSessions().catch((e) => fail($('sessions-error'), e)),
   usage: () => usage.load().catch((e) => fail($('usage-error'), e)),
+  providers: () => providers.load().catch((e) => fail($('providers-error'), e)),
 };
 
 function selectTab(tab) {
@@ -178,7 +181,7 @@ function selectTab(tab) {
     button.tabIndex = t === current ? 0 : -1;
     $(`panel-${t}`).hidden = t !== current;
   }
-  for (const b of ['users-error', 'sessions-error', 'usage-error']) clearError($(b));
+  for (const b of ['users-error', 'sessions-error', 'usage-error', 'providers-error']) clearError($(b));
   return LOADERS[current]();
 }
 
@@ -198,6 +201,7 @@ function wire() {
     $(`tab-${next}`).click();
   });
   usage.wire();
+  providers.wire();
 
   const openCreate = formDialog($('user-dialog'), async () => {
     const username = $('new-username').value.trim();

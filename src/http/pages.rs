@@ -25,6 +25,7 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("tokens.js", JS, include_str!("../../web/tokens.js")),
     ("admin.js", JS, include_str!("../../web/admin.js")),
     ("usage.js", JS, include_str!("../../web/usage.js")),
+    ("providers.js", JS, include_str!("../../web/providers.js")),
     (
         "app.css",
         "text/css; charset=utf-8",

@@ -1,10 +1,12 @@
 //! The web UI in a real headless browser (tests/browser/ui.mjs, run by
 //! `browse` of browser.rs): admin and user pages against the gateway with
-//! its fake model providers (part three: the Tasks page), checked both on the JSON report of every step
+//! its fake model providers (part three: the Tasks page; part four: Admin ›
+//! Providers against one more fake upstream), checked both on the JSON report of every step
 //! and over HTTP. Screenshots land in `target/browser-shots/ui-*.png`.
 
 use crate::browser::browse;
 use crate::helpers::*;
+use crate::upstream::FakeLlm;
 use serde_json::{json, Value};
 
 const NEW_PW: &str = "a-brand-new-passphrase";
@@ -382,4 +384,112 @@ async fn the_web_ui_in_a_browser() {
     );
     let list = admin_get(app, &fresh, "/v1/tasks").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
+
+    // Part four: Admin › Providers, with a provider added in the page that
+    // points at one more fake upstream.
+    let lab = FakeLlm::openai(&["m1"]);
+    let key = "sk-lab-typed-in-the-browser";
+    let d = browse(
+        "ui.mjs",
+        json!({"base": app.url, "part": "providers", "password": NEW_PW,
+               "upstream": lab.url, "key": key,
+               "shot": "target/browser-shots/ui-providers-final.png"}),
+    )
+    .await;
+    let s = step(&d, "signin");
+    assert_eq!(s["url"], format!("{}/admin?tab=providers", app.url), "{s}");
+    assert_eq!(s["tab_selected"], "true", "{s}");
+    assert_eq!(s["names"], json!(["an", "oa"]), "{s}");
+    assert_eq!(s["oa_source"], "config", "{s}");
+    assert_eq!(s["oa_profiles"], json!(["ok"]), "{s}");
+    let s = step(&d, "add_provider");
+    let refused = s["refused"].as_str().unwrap();
+    assert!(
+        refused.starts_with("Refused by the egress policy") && refused.contains("local"),
+        "the API's 422 egress_denied message: {s}"
+    );
+    assert_eq!(s["cells"], json!(["lab", "OpenAI", lab.url]), "{s}");
+    assert_eq!(s["local_label"], "local", "{s}");
+    assert_eq!(s["source"], "API", "{s}");
+    assert_eq!(s["models"], "1", "{s}");
+    assert_eq!(s["profiles"], "No keys", "{s}");
+    assert_eq!(s["remove_enabled"], true, "{s}");
+    let s = step(&d, "edit_provider");
+    assert_eq!(s["title"], "Edit lab", "{s}");
+    assert_eq!(s["name_readonly"], true, "{s}");
+    assert_eq!(
+        (&s["url"], &s["local"]),
+        (&json!(lab.url), &json!(true)),
+        "{s}"
+    );
+    assert_eq!(
+        (&s["models"], &s["models_title"]),
+        (&json!("2"), &json!("m1, m2")),
+        "{s}"
+    );
+    let s = step(&d, "add_profile");
+    assert_eq!(s["key_input_type"], "password", "{s}");
+    assert_eq!(s["key_after"], "", "the key field is emptied: {s}");
+    assert_eq!(s["state"], "ok", "{s}");
+    assert_eq!(s["offered"], "offered", "{s}");
+    assert_eq!(s["key_in_page"], false, "{s}");
+    let s = step(&d, "test_provider");
+    assert_eq!(s["models"], json!(["m1"]), "the upstream's own list: {s}");
+    assert!(s["ms"].as_str().unwrap().ends_with(" ms"), "{s}");
+    let s = step(&d, "config_provider");
+    assert_eq!(s["remove_disabled"], true, "{s}");
+    assert_eq!(s["edit_disabled"], true, "{s}");
+    assert!(
+        s["remove_title"]
+            .as_str()
+            .unwrap()
+            .contains("configuration file"),
+        "{s}"
+    );
+    assert_eq!(
+        (&s["api_status"], &s["api_code"]),
+        (&json!(409), &json!("config_provider")),
+        "{s}"
+    );
+    assert_eq!(s["still_listed"], 1, "{s}");
+    let s = step(&d, "remove_provider");
+    assert_eq!(s["question"], "Remove provider lab?", "{s}");
+    assert_eq!(s["names"], json!(["an", "oa"]), "{s}");
+    assert_eq!(s["test_row"], 0, "{s}");
+    assert_eq!(s["error_hidden"], true, "{s}");
+    assert_no_console_errors(&d, "console_errors");
+    assert!(
+        !d.to_string().contains(key),
+        "no key in anything the page showed"
+    );
+    assert!(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/ui-providers.png")
+            .is_file(),
+        "the screenshot for the docs"
+    );
+    // The test button asked the upstream with the key typed in the page.
+    let listed: Vec<_> = lab
+        .seen()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/models"))
+        .collect();
+    assert!(!listed.is_empty(), "the upstream was asked for its models");
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.header("authorization") == Some(format!("Bearer {key}").as_str())),
+        "with the profile's key"
+    );
+    // The server agrees: lab is gone, oa and an are still there.
+    let list = admin_get(app, &fresh, "/admin/api/providers").await;
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    assert!(names.contains(&"oa") && names.contains(&"an"), "{list}");
+    assert!(!list.to_string().contains(key), "{list}");
 }

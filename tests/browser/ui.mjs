@@ -24,6 +24,13 @@
 // for oa/m1 that requires approval in the Tasks page, sees it
 // pending_approval, approves it and sees it succeed with its output streamed
 // into the detail panel; cancels a second one (confirmation) and retries it.
+// part "providers" (node tests/browser/ui.mjs '{"base":…,"part":"providers",
+//        "password":"…","upstream":"http://127.0.0.1:PORT/v1","key":"…","shot":…}'):
+// 12. in Admin › Providers the config file's providers cannot be edited or
+// removed; admin adds provider "lab" pointing at `upstream` (refused with the
+// API's egress message until "local" is checked), edits its models, adds a
+// key as profile "main" (the key field is emptied, the key never shown) and
+// sees it ok, tests it (latency and the upstream's models), removes it.
 //
 // Report (besides lib.mjs's): steps {name: {ok, …}} — a failed step has
 // ok:false and error, and ends the flow — and shots [paths].
@@ -623,6 +630,145 @@ async function tasksPart({ page, report }) {
   });
 }
 
-const parts = { admin: adminPart, account: accountPart, tasks: tasksPart };
+// --- part "providers" -----------------------------------------------------------------
+
+async function providersPart({ page, report }) {
+  const step = stepper(report);
+  const row = (name) => page.locator(`#providers-table tr[data-provider="${name}"]`);
+
+  await step('signin', async () => {
+    const whoami = await signIn(page, 'admin', opts.password, '/?next=%2Fadmin%3Ftab%3Dproviders');
+    await page.locator('#panel-providers').waitFor({ state: 'visible' });
+    await row('oa').waitFor();
+    return {
+      whoami,
+      url: page.url(),
+      tab_selected: await page.locator('#tab-providers').getAttribute('aria-selected'),
+      names: await page.locator('#providers-table tr[data-provider]').evaluateAll((rs) => rs.map((r) => r.dataset.provider)),
+      oa_source: await text(row('oa').getByTestId('provider-source')),
+      oa_profiles: await row('oa').locator('[data-testid="profile-state"]').allTextContents(),
+    };
+  });
+
+  await step('add_provider', async () => {
+    await page.click('#provider-add');
+    await page.locator('#provider-dialog').waitFor({ state: 'visible' });
+    await page.fill('#provider-name', 'lab');
+    await page.selectOption('#provider-type', 'openai');
+    await page.fill('#provider-url', opts.upstream);
+    await page.fill('#provider-models', 'm1');
+    // Loopback without "local": the API's 422 egress_denied, in the dialog.
+    await page.click('#provider-submit');
+    await page.waitForFunction(() => document.getElementById('provider-error')?.textContent.trim() !== '');
+    const refused = await text(page.locator('#provider-error'));
+    await page.check('#provider-local');
+    await page.click('#provider-submit');
+    await page.locator('#provider-dialog').waitFor({ state: 'hidden' });
+    await row('lab').waitFor();
+    const r = row('lab');
+    return {
+      refused,
+      cells: await r.locator('td').evaluateAll((tds) => tds.slice(0, 3).map((td) => (td.querySelector('.cell-main') ?? td).textContent.trim())),
+      local_label: await text(r.locator('td .cell-sub')),
+      source: await text(r.getByTestId('provider-source')),
+      models: await text(r.getByTestId('provider-models')),
+      profiles: await text(r.getByTestId('provider-profiles')),
+      remove_enabled: await r.locator('button[data-action="remove"]').isEnabled(),
+    };
+  });
+
+  await step('edit_provider', async () => {
+    await row('lab').locator('button[data-action="edit"]').click();
+    await page.locator('#provider-dialog').waitFor({ state: 'visible' });
+    const out = {
+      title: await text(page.locator('#provider-title')),
+      name_readonly: await page.locator('#provider-name').evaluate((i) => i.readOnly),
+      url: await page.inputValue('#provider-url'),
+      local: await page.isChecked('#provider-local'),
+    };
+    await page.fill('#provider-models', 'm1, m2');
+    await page.click('#provider-submit');
+    await page.locator('#provider-dialog').waitFor({ state: 'hidden' });
+    await page.waitForFunction(() => document.querySelector('#providers-table tr[data-provider="lab"] [data-testid="provider-models"]')?.textContent === '2');
+    out.models = await text(row('lab').getByTestId('provider-models'));
+    out.models_title = await row('lab').getByTestId('provider-models').getAttribute('title');
+    return out;
+  });
+
+  await step('add_profile', async () => {
+    await row('lab').locator('button[data-action="add-profile"]').click();
+    await page.locator('#profile-dialog').waitFor({ state: 'visible' });
+    const keyType = await page.locator('#profile-key').getAttribute('type');
+    await page.fill('#profile-name', 'main');
+    await page.fill('#profile-key', opts.key);
+    await page.fill('#profile-order', '0');
+    await page.click('#profile-submit');
+    await page.locator('#profile-dialog').waitFor({ state: 'hidden' });
+    const state = row('lab').locator('li[data-profile="main"] [data-testid="profile-state"]');
+    await state.waitFor();
+    return {
+      key_input_type: keyType,
+      key_after: await page.inputValue('#profile-key'),
+      state: await text(state),
+      profile: await text(row('lab').locator('li[data-profile="main"]')),
+      offered: await text(row('lab').getByTestId('provider-offered')),
+      key_in_page: await page.evaluate((k) => document.documentElement.outerHTML.includes(k)
+        || [...document.querySelectorAll('input')].some((i) => i.value.includes(k)), opts.key),
+    };
+  });
+
+  await step('test_provider', async () => {
+    await row('lab').locator('button[data-action="test"]').click();
+    const result = page.locator('#providers-table tr[data-test-for="lab"] [data-testid="provider-test"][data-state="ok"]');
+    await result.waitFor();
+    const out = {
+      models: await result.getByTestId('provider-test-models').locator('.badge').allTextContents(),
+      ms: await text(result.getByTestId('provider-test-ms')),
+      text: await text(result),
+    };
+    await page.evaluate(() => { document.querySelector('#panel-providers .table-wrap').scrollLeft = 0; });
+    out.table_overflows = await page.evaluate(() => {
+      const w = document.querySelector('#panel-providers .table-wrap');
+      return w.scrollWidth > w.clientWidth;
+    });
+    await shot(page, report, 'admin-providers');
+    fs.mkdirSync('docs', { recursive: true });
+    fs.copyFileSync(`${SHOTS}/ui-admin-providers.png`, 'docs/ui-providers.png');
+    return out;
+  });
+
+  await step('config_provider', async () => {
+    const remove = row('oa').locator('button[data-action="remove"]');
+    // What the API says when asked anyway (with this page's session).
+    const answer = await page.evaluate(async () => {
+      const res = await fetch('/admin/api/providers/oa', { method: 'DELETE', headers: { accept: 'application/json' } });
+      return { status: res.status, body: await res.json() };
+    });
+    return {
+      remove_disabled: await remove.isDisabled(),
+      remove_title: await remove.getAttribute('title'),
+      edit_disabled: await row('oa').locator('button[data-action="edit"]').isDisabled(),
+      api_status: answer.status,
+      api_code: answer.body?.error?.code ?? null,
+      still_listed: await row('oa').count(),
+    };
+  });
+
+  await step('remove_provider', async () => {
+    await row('lab').locator('button[data-action="remove"]').click();
+    await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
+    const question = await text(page.locator('#confirm-title'));
+    await page.click('#confirm-ok');
+    await row('lab').waitFor({ state: 'detached' });
+    return {
+      question,
+      names: await page.locator('#providers-table tr[data-provider]').evaluateAll((rs) => rs.map((r) => r.dataset.provider)),
+      test_row: await page.locator('#providers-table tr[data-test-for="lab"]').count(),
+      error_hidden: await page.locator('#providers-error').isHidden(),
+    };
+  });
+}
+
+const parts = { admin: adminPart, account: accountPart, tasks: tasksPart, providers: providersPart };
 if (!parts[opts.part]) throw new Error(`unknown part ${opts.part}`);
 await run(opts, parts[opts.part]);
