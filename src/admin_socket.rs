@@ -100,6 +100,22 @@ pub enum AdminRequest {
     ModelsSetDefault {
         model: String,
     },
+    LimitsSet {
+        user: Option<String>,
+        token: Option<String>,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        budget: Option<f64>,
+        period: Option<String>,
+    },
+    LimitsClear {
+        user: Option<String>,
+        token: Option<String>,
+    },
+    LimitsShow {
+        user: Option<String>,
+        token: Option<String>,
+    },
     /// A chat completion as the local admin, answered as it streams.
     Chat {
         model: String,
@@ -129,6 +145,9 @@ impl std::fmt::Debug for AdminRequest {
             AdminRequest::ProvidersTest { .. } => "providers test",
             AdminRequest::ModelsList { .. } => "models list",
             AdminRequest::ModelsSetDefault { .. } => "models set-default",
+            AdminRequest::LimitsSet { .. } => "limits set",
+            AdminRequest::LimitsClear { .. } => "limits clear",
+            AdminRequest::LimitsShow { .. } => "limits show",
             AdminRequest::Chat { .. } => "chat",
         };
         f.write_str(name)
@@ -246,6 +265,9 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
         | AdminRequest::ProvidersTest { .. }
         | AdminRequest::ModelsList { .. }
         | AdminRequest::ModelsSetDefault { .. } => providers_command(state, &actor, req).await,
+        AdminRequest::LimitsSet { .. }
+        | AdminRequest::LimitsClear { .. }
+        | AdminRequest::LimitsShow { .. } => limits_command(state, &actor, req).await,
         AdminRequest::Chat { .. } => Err(ApiError::bad_request(
             "invalid_request",
             "chat needs a running gateway (`gatehouse serve`)",
@@ -383,6 +405,108 @@ async fn providers_command(
             };
             Ok((out, err))
         }
+        _ => Err(ApiError::internal()),
+    }
+}
+
+async fn limits_subject(
+    state: &AppState,
+    user: Option<String>,
+    token: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match (user, token) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_request",
+            "give --user or --token, not both",
+        )),
+        (Some(u), None) => crate::limits::user_subject(state, &u).await.map(Some),
+        (None, Some(t)) => crate::limits::token_subject(state, &t).await.map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// One line per subject: its limits (0: none) and what it used in the current windows.
+fn limits_line(v: &serde_json::Value) -> String {
+    let n = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0) as u64;
+    let c = &v["current"];
+    format!(
+        "{}  rpm: {}/{}  tpm: {}/{}  spend: {:.4}/{:.4} per {}s\n",
+        v["subject"].as_str().unwrap_or("?"),
+        n(&c["rpm"]["used"]),
+        n(&c["rpm"]["limit"]),
+        n(&c["tpm"]["used"]),
+        n(&c["tpm"]["limit"]),
+        c["spend"]["used"].as_f64().unwrap_or(0.0),
+        c["spend"]["limit"].as_f64().unwrap_or(0.0),
+        v["limits"]["budget_period"],
+    )
+}
+
+async fn limits_command(
+    state: &AppState,
+    actor: &Actor,
+    req: AdminRequest,
+) -> Result<(String, String), ApiError> {
+    use crate::limits as svc;
+    match req {
+        AdminRequest::LimitsSet {
+            user,
+            token,
+            rpm,
+            tpm,
+            budget,
+            period,
+        } => {
+            let subject = limits_subject(state, user, token).await?.ok_or_else(|| {
+                ApiError::bad_request("invalid_request", "give --user NAME or --token ID")
+            })?;
+            let put = svc::LimitsPut {
+                rpm,
+                tpm,
+                budget,
+                budget_period: period.map(serde_json::Value::String),
+            };
+            svc::set(state, actor, &subject, Some(put.validate()?)).await?;
+            Ok((
+                limits_line(&svc::view(state, &subject).await?),
+                String::new(),
+            ))
+        }
+        AdminRequest::LimitsClear { user, token } => {
+            let subject = limits_subject(state, user, token).await?.ok_or_else(|| {
+                ApiError::bad_request("invalid_request", "give --user NAME or --token ID")
+            })?;
+            svc::set(state, actor, &subject, None).await?;
+            Ok((
+                String::new(),
+                format!("{subject} now has the default limits\n"),
+            ))
+        }
+        AdminRequest::LimitsShow { user, token } => match limits_subject(state, user, token).await?
+        {
+            Some(subject) => Ok((
+                limits_line(&svc::view(state, &subject).await?),
+                String::new(),
+            )),
+            None => {
+                let all = svc::list(state).await?;
+                let mut out = String::new();
+                for (who, l) in [
+                    ("defaults for users", &all["defaults"]["user"]),
+                    ("defaults for tokens", &all["defaults"]["token"]),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "{who}  rpm: {}  tpm: {}  budget: {} per {}s",
+                        l["rpm"], l["tpm"], l["budget"], l["budget_period"]
+                    );
+                }
+                for v in all["data"].as_array().into_iter().flatten() {
+                    out.push_str(&limits_line(v));
+                }
+                Ok((out, String::new()))
+            }
+        },
         _ => Err(ApiError::internal()),
     }
 }

@@ -47,8 +47,50 @@ pub enum Command {
     /// List models, set the default model
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Rate limits and budgets per user or token
+    #[command(subcommand)]
+    Limits(LimitsCommand),
     /// Chat in the terminal through the running gateway, streaming
     Chat(ChatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LimitsWho {
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Set a user's or token's own limits (what is not given keeps the default; 0: none)
+    Set {
+        #[command(flatten)]
+        who: LimitsWho,
+        /// Requests per minute
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Spend per budget period (priced by [prices])
+        #[arg(long)]
+        budget: Option<f64>,
+        /// The budget period (1d, 30d, …)
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Back to the defaults
+    Clear {
+        #[command(flatten)]
+        who: LimitsWho,
+    },
+    /// Limits and current use: of one user or token, or the defaults and every override
+    Show {
+        #[command(flatten)]
+        who: LimitsWho,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +271,33 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(req) => admin(&home, cli.config.as_deref(), req),
             Err(msg) => fail(&msg),
         },
+        Command::Limits(cmd) => {
+            let req = match cmd {
+                LimitsCommand::Set {
+                    who,
+                    rpm,
+                    tpm,
+                    budget,
+                    period,
+                } => AdminRequest::LimitsSet {
+                    user: who.user,
+                    token: who.token,
+                    rpm,
+                    tpm,
+                    budget,
+                    period,
+                },
+                LimitsCommand::Clear { who } => AdminRequest::LimitsClear {
+                    user: who.user,
+                    token: who.token,
+                },
+                LimitsCommand::Show { who } => AdminRequest::LimitsShow {
+                    user: who.user,
+                    token: who.token,
+                },
+            };
+            admin(&home, cli.config.as_deref(), req)
+        }
         Command::Models(cmd) => {
             let req = match cmd {
                 ModelsCommand::List { user } => AdminRequest::ModelsList { user },

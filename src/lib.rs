@@ -32,6 +32,7 @@ pub mod error;
 pub mod gateway;
 pub mod home;
 pub mod http;
+pub mod limits;
 pub mod llms_import;
 pub mod master;
 pub mod password;

@@ -3,6 +3,7 @@
 //! OpenAI and Anthropic APIs.
 
 pub mod clients;
+pub mod limits;
 pub mod proxy;
 pub mod sse;
 pub mod stream;

@@ -41,10 +41,18 @@ pub struct CallGuard {
     /// The stream reached its end (otherwise the client left: 499).
     pub completed: bool,
     provider: Arc<str>,
+    price: Option<crate::config::Price>,
+    reservation: Option<Arc<super::limits::Reservation>>,
 }
 
 impl CallGuard {
-    fn new(state: &AppState, principal: &Principal, target: &Target, started: Instant) -> Self {
+    fn new(
+        state: &AppState,
+        principal: &Principal,
+        target: &Target,
+        started: Instant,
+        reservation: &Option<Arc<super::limits::Reservation>>,
+    ) -> Self {
         let token_id = match &principal.via {
             Via::Token { id } => Some(id.clone()),
             _ => None,
@@ -70,6 +78,8 @@ impl CallGuard {
             status: 200,
             completed: true,
             provider: target.provider.name.clone(),
+            price: state.config.prices.get(&*target.public).copied(),
+            reservation: reservation.clone(),
         }
     }
 
@@ -91,6 +101,12 @@ impl Drop for CallGuard {
             499
         };
         r.latency_ms = self.started.elapsed().as_millis() as u64;
+        r.cost = self
+            .price
+            .map_or(0.0, |p| p.cost(r.prompt_tokens, r.completion_tokens));
+        if let Some(reservation) = &self.reservation {
+            reservation.used(r.prompt_tokens + r.completion_tokens, r.cost);
+        }
         tracing::info!(
             target: "gatehouse::calls",
             user = %r.username,
@@ -150,6 +166,8 @@ impl Call<'_> {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
+        let reservation =
+            super::limits::reserve(self.state, self.principal, &targets, &self.body).await?;
         let mut last = Failure::Skipped;
         let mut last_target = None;
         for target in targets {
@@ -160,7 +178,7 @@ impl Call<'_> {
                 last_target = Some(target);
                 continue;
             }
-            let guard = CallGuard::new(self.state, self.principal, &target, self.t0);
+            let guard = CallGuard::new(self.state, self.principal, &target, self.t0, &reservation);
             match self
                 .attempt(&target, stream, wants_usage, requested, guard)
                 .await
@@ -201,7 +219,8 @@ impl Call<'_> {
             _ => (502, ApiError::upstream()),
         };
         if let Some(target) = last_target {
-            let mut guard = CallGuard::new(self.state, self.principal, &target, self.t0);
+            let mut guard =
+                CallGuard::new(self.state, self.principal, &target, self.t0, &reservation);
             guard.status = status;
         }
         Err(err)

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod avatars;
 pub mod github;
 pub mod health;
+pub mod limits;
 pub mod oidc;
 pub mod pages;
 pub mod providers;
@@ -161,6 +162,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                     web::delete().to(providers::delete_profile),
                 )
                 .route("/models/default", web::put().to(providers::put_default))
+                .route("/limits", web::get().to(limits::list))
+                .route("/limits/{kind}/{id}", web::get().to(limits::get))
+                .route("/limits/{kind}/{id}", web::put().to(limits::put))
+                .route("/limits/{kind}/{id}", web::delete().to(limits::delete))
                 .route(
                     "/models/aliases/{alias}",
                     web::put().to(providers::put_alias),

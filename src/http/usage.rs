@@ -87,6 +87,12 @@ pub async fn usage(
             "cost": totals.cost,
         },
     });
+    // Where the user stands against their limits now.
+    if let Some(name) = query.user.as_deref() {
+        if let Ok(subject) = crate::limits::user_subject(&state, name).await {
+            body["limits"] = crate::limits::view(&state, &subject).await?;
+        }
+    }
     if let Some(bucket) = q.bucket {
         let series = store
             .usage_buckets(query, bucket)

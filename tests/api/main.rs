@@ -17,6 +17,7 @@ mod gateway_faults;
 mod github;
 mod health;
 mod helpers;
+mod limits;
 mod login;
 mod multi_instance;
 mod oauth_state;
