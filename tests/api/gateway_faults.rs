@@ -127,7 +127,7 @@ fn the_egress_policy_refuses_forbidden_providers_at_load() {
         ))
     };
     let refused = |provider: &str, egress: &str| {
-        let err = load(provider, egress).err().expect("refused").to_string();
+        let err = load(provider, egress).expect_err("refused").to_string();
         assert!(err.contains("providers.p.base_url"), "{err}");
         err
     };

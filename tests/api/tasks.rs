@@ -434,17 +434,17 @@ async fn cancelling_a_running_task_stops_the_upstream_call_and_retry_runs_it_aga
     assert_eq!(res.status(), 200);
 }
 
+/// What a fake agent backend saw: each request's path and its contract header.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A fake agent backend speaking contract `version`; answers its base URL and what it saw.
-fn fake_agent(version: u64) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+fn fake_agent(version: u64) -> (String, Seen) {
     fake_agent_run(version, "succeeded")
 }
 
 /// As [`fake_agent`], with the run's status fixed (`running`: it never ends until cancelled).
-fn fake_agent_run(
-    version: u64,
-    status: &'static str,
-) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+fn fake_agent_run(version: u64, status: &'static str) -> (String, Seen) {
+    let seen: Seen = Arc::default();
     let s = seen.clone();
     let url = serve(move || {
         let s = s.clone();
