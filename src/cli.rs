@@ -50,6 +50,8 @@ pub enum Command {
     /// Rate limits and budgets per user or token
     #[command(subcommand)]
     Limits(LimitsCommand),
+    /// Apply the embedded schema migrations to the PostgreSQL store (serve does too)
+    Migrate,
     /// Chat in the terminal through the running gateway, streaming
     Chat(ChatArgs),
 }
@@ -271,6 +273,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(req) => admin(&home, cli.config.as_deref(), req),
             Err(msg) => fail(&msg),
         },
+        Command::Migrate => migrate(&home, cli.config.as_deref()),
         Command::Limits(cmd) => {
             let req = match cmd {
                 LimitsCommand::Set {
@@ -312,6 +315,40 @@ pub fn run(cli: Cli) -> ExitCode {
             token: args.token,
         }),
     }
+}
+
+fn migrate(home: &std::path::Path, config: Option<&std::path::Path>) -> ExitCode {
+    let config = match Config::load(config, home) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("configuration error: {e}")),
+    };
+    if config.store.backend != crate::config::StoreBackend::Postgres {
+        eprintln!("the sled store needs no migrations (store.backend = \"sled\")");
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("starting a runtime: {e}")),
+    };
+    rt.block_on(async {
+        let store =
+            gatehouse_actors::store::PgStore::open(config.store.url.expose(), &config.pg_options())
+                .await;
+        match store {
+            Ok(store) => match store.applied_migrations().await {
+                Ok(v) => {
+                    let last = v.last().copied().unwrap_or(0);
+                    println!("schema at version {last} ({} migrations applied)", v.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("reading the schema version: {e}")),
+            },
+            Err(e) => fail(&format!("PostgreSQL (store.url): {e}")),
+        }
+    })
 }
 
 fn fail(msg: &str) -> ExitCode {

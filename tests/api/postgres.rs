@@ -269,3 +269,40 @@ async fn two_instances_share_sessions_tokens_and_locks() {
     .await;
     a_store.drop_schema().await.unwrap();
 }
+
+/// `gatehouse migrate` applies the embedded migrations (once) and says
+/// where the schema stands; on sled there is nothing to migrate.
+#[actix_web::test]
+async fn the_migrate_command_applies_the_embedded_migrations_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema("gh_mig");
+    let file = dir.path().join("pg.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n",
+            pg_url()
+        ),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let args = ["migrate", "--config", file.to_str().unwrap()];
+    let first = cli_ok(&home, &args, None);
+    let second = cli_ok(&home, &args, None);
+    assert!(first.starts_with("schema at version "), "{first}");
+    assert_eq!(first, second, "applying again changes nothing");
+    let store = PgStore::connect(&pg_url(), Some(&schema)).await.unwrap();
+    let applied = store.applied_migrations().await.unwrap();
+    assert_eq!(
+        first.trim(),
+        format!(
+            "schema at version {} ({} migrations applied)",
+            applied.last().unwrap(),
+            applied.len()
+        )
+    );
+    store.drop_schema().await.unwrap();
+    let sled = cli(&dir.path().join("other"), &["migrate"], None);
+    assert!(sled.status.success());
+    assert!(String::from_utf8_lossy(&sled.stderr).contains("needs no migrations"));
+}

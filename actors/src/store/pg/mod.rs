@@ -201,6 +201,23 @@ impl PgStore {
         Ok(store)
     }
 
+    /// The migration versions applied to this database (schema), in order.
+    pub async fn applied_migrations(&self) -> Result<Vec<i32>, StoreError> {
+        self.one("applied_migrations", &(), |c, _| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT version FROM schema_migrations ORDER BY version",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+            })
+        })
+        .await
+        .map_err(into_store)
+    }
+
     /// Drops the schema (`CASCADE`): for tests. Refuses when the store was
     /// opened without a schema of its own.
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
