@@ -12,6 +12,7 @@ mod csrf;
 mod durability;
 mod embed;
 mod fakes;
+mod faults;
 mod gateway;
 mod gateway_faults;
 mod github;
