@@ -325,6 +325,13 @@ impl Call<'_> {
             guard.status = err.status.as_u16();
             return Ok(Answer::Refused(err));
         }
+        if stream && close_delimited(&res) {
+            // awc reads no body from an HTTP/1.1 answer that has neither a
+            // length nor chunks (it would end at the connection's close):
+            // fail now, while another target may still be tried.
+            tracing::warn!(provider = %provider.name, "the upstream stream has neither a length nor chunked encoding; not supported");
+            return Err((Failure::Upstream, guard));
+        }
         if stream {
             let mode = match (self.surface, kind) {
                 (Surface::Chat, ProviderKind::OpenAi) => Mode::OpenAi {
@@ -458,6 +465,17 @@ impl Call<'_> {
         };
         Ok((path, serde_json::to_vec(&value).unwrap_or_default()))
     }
+}
+
+/// An HTTP/1.1 answer whose body would end only when the connection closes.
+fn close_delimited(res: &awc::ClientResponse<impl futures_util::Stream>) -> bool {
+    res.version() == actix_web::http::Version::HTTP_11
+        && !res.headers().contains_key(header::CONTENT_LENGTH)
+        && !res
+            .headers()
+            .get(header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
 }
 
 /// `Retry-After` in seconds (1 s to 1 h).

@@ -48,6 +48,8 @@ pub struct ProxyStream {
     idle_timer: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
     done: bool,
+    /// Whether any byte came from upstream (an empty stream is a failure).
+    received: bool,
     guard: CallGuard,
 }
 
@@ -67,6 +69,7 @@ impl ProxyStream {
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             deadline: Box::pin(tokio::time::sleep(total_left)),
             done: false,
+            received: false,
             guard,
         }
     }
@@ -201,11 +204,15 @@ impl Stream for ProxyStream {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let next = Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next);
+                    this.received |= !chunk.is_empty();
                     if let Err(e) = this.process(&chunk, &mut out) {
                         this.fail(&e, &mut out);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => this.fail(&e.to_string(), &mut out),
+                Poll::Ready(None) if !this.received => {
+                    this.fail("the upstream stream ended without any data", &mut out)
+                }
                 Poll::Ready(None) => {
                     this.finish(&mut out);
                     this.guard.completed = true;

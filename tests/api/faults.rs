@@ -125,6 +125,13 @@ fn serve(mut conn: TcpStream) {
             .and_then(|_| send(&mut conn, chunk("after").as_bytes()))
             .and_then(|_| send(&mut conn, b"data: [DONE]\n\n"))
             .and_then(|_| end(&mut conn)),
+        // HTTP/1.0 style: no length, no chunks, the body ends when the connection closes.
+        "close-delimited" => conn
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            )
+            .and_then(|_| conn.write_all(chunk("plain").as_bytes()))
+            .and_then(|_| conn.write_all(b"data: [DONE]\n\n")),
         // Not UTF-8 at all.
         "binary" => conn
             .write_all(SSE_HEAD)
@@ -176,7 +183,7 @@ async fn setup() -> (TestApp, String) {
     let app = spawn_toml(
         &format!(
             "[providers.h]\nbase_url = \"{url}\"\napi_key = \"sk-hostile\"\nlocal = true\nfirst_byte_timeout = \"5s\"\n\
-             models = [\"reset\", \"reset-mid\", \"garbage\", \"binary\", \"huge\", \"huge-json\", \"ok\"]\n"
+             models = [\"close-delimited\", \"reset\", \"reset-mid\", \"garbage\", \"binary\", \"huge\", \"huge-json\", \"ok\"]\n"
         ),
         &[],
     )
@@ -250,6 +257,25 @@ async fn a_stream_cut_midway_ends_with_an_error_event_in_the_clients_shape() {
         body.contains("event: error"),
         "Anthropic clients get an Anthropic error event: {body}"
     );
+    still_fine(&app, &token).await;
+}
+
+/// The HTTP client reads no body from an HTTP/1.1 answer with neither a
+/// length nor chunks, so such a stream is refused as an upstream failure
+/// (a clear 502, and a fallback may serve) rather than an empty 200.
+#[actix_rt::test]
+async fn a_stream_delimited_by_the_connection_closing_is_a_clear_failure() {
+    let (app, token) = setup().await;
+    let (status, body) = call(
+        &app,
+        &token,
+        "/v1/chat/completions",
+        "h/close-delimited",
+        true,
+    )
+    .await;
+    assert_eq!(status, 502, "{body:?}");
+    assert!(body.contains("upstream_error"));
     still_fine(&app, &token).await;
 }
 
