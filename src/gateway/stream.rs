@@ -49,6 +49,7 @@ pub struct ProxyStream {
     deadline: Pin<Box<Sleep>>,
     done: bool,
     guard: CallGuard,
+    _active: crate::metrics::ActiveStream,
 }
 
 impl ProxyStream {
@@ -67,6 +68,7 @@ impl ProxyStream {
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             deadline: Box::pin(tokio::time::sleep(total_left)),
             done: false,
+            _active: guard.stream_opened(),
             guard,
         }
     }

@@ -7,6 +7,7 @@ pub mod avatars;
 pub mod github;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod oidc;
 pub mod pages;
 pub mod providers;
@@ -86,6 +87,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/tasks/{id}/events", web::get().to(tasks::events))
             .route("/tasks/{id}/wait", web::post().to(tasks::wait))
             .route("/tasks/{id}/{action}", web::post().to(tasks::action)),
+    );
+    cfg.service(
+        web::resource("/metrics")
+            .wrap(Authenticate)
+            .route(web::get().to(metrics::metrics)),
     );
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))

@@ -19,6 +19,7 @@ mod health;
 mod helpers;
 mod limits;
 mod login;
+mod metrics;
 mod multi_instance;
 mod oauth_state;
 mod oidc;
