@@ -31,6 +31,7 @@ mod providers;
 mod resilience;
 mod sdk;
 mod sessions;
+mod shutdown;
 mod tasks;
 mod tasks_crash;
 mod tokens;
