@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Gatehouse: build with the Rust toolchain, run on a slim Debian as a
 # non-root user, with the data (store, keys, admin socket) in the /data volume.
 #
@@ -11,10 +10,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-# The registry and target caches survive between builds (BuildKit).
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p gatehouse --bin gatehouse \
+RUN cargo build --release --locked -p gatehouse --bin gatehouse \
  && install -m 0755 target/release/gatehouse /usr/local/bin/gatehouse
 
 FROM debian:bookworm-slim

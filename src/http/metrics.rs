@@ -1,11 +1,11 @@
 //! `GET /metrics`: Prometheus text, to whom `[server] metrics` allows.
 
-use crate::auth::{Principal, Scope};
+use crate::auth::{Authenticate, Principal, Scope};
 use crate::config::MetricsAccess;
 use crate::error::ApiError;
 use crate::AppState;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpResponse};
 use std::net::IpAddr;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -14,22 +14,44 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// proxy, so a loopback peer says nothing about the real client.
 const FORWARDED: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
 
+/// `/metrics` twice: open to a local scrape in `loopback` mode (before any
+/// credential is looked at, so it works before the first user too), else
+/// behind [`Authenticate`] for admins.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/metrics")
+            .guard(guard::fn_guard(local_scrape))
+            .route(web::get().to(open_metrics)),
+    )
+    .service(
+        web::resource("/metrics")
+            .wrap(Authenticate)
+            .route(web::get().to(metrics)),
+    );
+}
+
+fn local_scrape(ctx: &guard::GuardContext<'_>) -> bool {
+    let loopback_mode = ctx
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.config.server.metrics == MetricsAccess::Loopback);
+    let head = ctx.head();
+    loopback_mode && local_unproxied(head.peer_addr.map(|a| a.ip()), &head.headers)
+}
+
+/// A scrape with credentials (or from elsewhere): admins only.
 pub async fn metrics(
-    req: HttpRequest,
     principal: Result<Principal, ApiError>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    match state.config.server.metrics {
-        MetricsAccess::Off => return Err(ApiError::not_found("no such route")),
-        MetricsAccess::Loopback if from_this_machine(&req) => {}
-        MetricsAccess::Loopback | MetricsAccess::Admin => {
-            principal?.require(Scope::Admin)?;
-        }
+    if state.config.server.metrics == MetricsAccess::Off {
+        return Err(ApiError::not_found("no such route"));
     }
+    principal?.require(Scope::Admin)?;
     Ok(exposition(&state))
 }
 
-/// The open listener of `[server] metrics_port`: no credentials asked.
+/// A local scrape, or the open listener of `[server] metrics_port`: no
+/// credentials asked.
 pub async fn open_metrics(state: web::Data<AppState>) -> HttpResponse {
     exposition(&state)
 }
@@ -65,10 +87,6 @@ fn exposition(state: &AppState) -> HttpResponse {
 
 /// The client is this machine: a loopback peer, and no proxy headers (a
 /// reverse proxy on this machine would otherwise make every client local).
-fn from_this_machine(req: &HttpRequest) -> bool {
-    local_unproxied(req.peer_addr().map(|a| a.ip()), req.headers())
-}
-
 fn local_unproxied(peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
     let loopback = match peer {
         Some(IpAddr::V6(v6)) => v6

@@ -88,11 +88,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/tasks/{id}/wait", web::post().to(tasks::wait))
             .route("/tasks/{id}/{action}", web::post().to(tasks::action)),
     );
-    cfg.service(
-        web::resource("/metrics")
-            .wrap(Authenticate)
-            .route(web::get().to(metrics::metrics)),
-    );
+    metrics::routes(cfg);
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .service(

@@ -248,6 +248,16 @@ async fn metrics_count_requests_calls_sessions_and_throttled_signins_by_route_pa
 
 #[actix_web::test]
 async fn metrics_admin_mode_asks_for_the_admin_scope_and_off_hides_it() {
+    // In loopback mode a local scrape works before there is any user.
+    let app = spawn_app().await;
+    let res = client()
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("gatehouse_sessions 0"));
+
     let app = spawn_toml("[server]\nmetrics = \"admin\"\n", &[]).await;
     app.add_user("root", PW, true).await;
     app.add_user("bob", PW, false).await;
