@@ -35,6 +35,7 @@ pub mod http;
 pub mod limits;
 pub mod llms_import;
 pub mod master;
+pub mod metrics;
 pub mod password;
 pub mod providers;
 pub mod server;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub inflight: http::tasks::InFlight,
     /// Where the master key came from (`None`: no stored provider keys).
     pub master_source: Option<master::Source>,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +309,7 @@ impl Builder {
             upstream,
             inflight: Default::default(),
             master_source,
+            metrics: Default::default(),
         };
         let data = actix_web::web::Data::new(state);
         // Tasks run as soon as there is something to run them with.

@@ -59,6 +59,7 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
                 let fut = srv.call(req);
                 async move {
                     let mut res = fut.await?;
+                    crate::metrics::count_response(&res);
                     // Inside the request's span, so the line carries its id.
                     tracing::debug!(status = res.status().as_u16(), "request done");
                     if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
@@ -73,6 +74,9 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
             .configure(crate::http::pages::configure)
             .default_service(web::to(not_found))
     })
+    // SIGTERM/SIGINT: stop accepting, let requests and streams in flight
+    // finish for up to `shutdown_timeout`, then write the usage still held.
+    .shutdown_timeout(cfg.server.shutdown_timeout.as_secs())
     .client_request_timeout(std::time::Duration::from_secs(10))
     .client_disconnect_timeout(std::time::Duration::from_secs(5))
     .bind((host.as_str(), cfg.server.port))
@@ -83,8 +87,28 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
     for a in server.addrs() {
         println!("listening on http://{a}");
     }
+    let server = server.run();
+    let metrics = match cfg.server.metrics_port {
+        0 => None,
+        port => {
+            let m =
+                crate::http::metrics::open_listener(gh.data(), &host, port).map_err(|source| {
+                    ServeError::Http {
+                        addr: format!("{host}:{port}"),
+                        source,
+                    }
+                })?;
+            let handle = m.handle();
+            actix_rt::spawn(m);
+            Some(handle)
+        }
+    };
     let _ = std::io::stdout().flush();
-    let result = server.run().await;
+    let result = server.await;
+    tracing::info!("stopped accepting; requests in flight are done");
+    if let Some(m) = metrics {
+        m.stop(true).await;
+    }
     // Usage still in memory goes to the store before the process ends.
     if let Err(e) = gh
         .handles()

@@ -123,6 +123,21 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_api_body_bytes: usize,
     pub metrics_port: u16,
+    /// Who may read `/metrics` on the main port.
+    pub metrics: MetricsAccess,
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// Who may read `GET /metrics` on the main port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Requests from this machine (not forwarded by a proxy), and admins.
+    Loopback,
+    /// Only credentials with the `admin` scope.
+    Admin,
+    /// Not served (404).
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

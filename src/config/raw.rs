@@ -154,6 +154,8 @@ raw!(RawServer {
     max_body_bytes: usize = "lenient";
     max_api_body_bytes: usize = "lenient";
     metrics_port: u16 = "lenient";
+    metrics: String = "lenient";
+    shutdown_timeout: String = "lenient";
 });
 
 raw!(RawStore {

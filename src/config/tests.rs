@@ -29,6 +29,12 @@ fn defaults_have_documented_values() {
         (c.server.host.as_str(), c.server.port, c.server.metrics_port),
         ("127.0.0.1", 8080, 0)
     );
+    assert_eq!(c.server.metrics, super::MetricsAccess::Admin);
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
+    assert!(load("[server]\nmetrics = \"world\"\n", &[])
+        .unwrap_err()
+        .to_string()
+        .contains("server.metrics"));
     assert!(c.server.trusted_proxies.is_empty() && !c.server.secure_cookies);
     assert_eq!(
         (c.server.max_body_bytes, c.server.max_api_body_bytes),

@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::raw::RawConfig;
 use super::{
     bad, parse_duration, AuthConfig, BearerConfig, BearerKind, Config, ConfigError, EgressConfig,
-    GithubConfig, ModelsConfig, OidcConfig, ProfileConfig, ProviderConfig, ProviderKind, Secret,
-    ServerConfig, StoreBackend, StoreConfig, TasksConfig,
+    GithubConfig, MetricsAccess, ModelsConfig, OidcConfig, ProfileConfig, ProviderConfig,
+    ProviderKind, Secret, ServerConfig, StoreBackend, StoreConfig, TasksConfig,
 };
 
 fn duration(key: &str, s: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
@@ -133,6 +133,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_body_bytes: at_least("server.max_body_bytes", s.max_body_bytes, 1024)?,
         max_api_body_bytes: at_least("server.max_api_body_bytes", s.max_api_body_bytes, 1024)?,
         metrics_port: s.metrics_port,
+        metrics: match s_lower(&s.metrics).as_str() {
+            "loopback" => MetricsAccess::Loopback,
+            "admin" => MetricsAccess::Admin,
+            "off" => MetricsAccess::Off,
+            other => {
+                return Err(bad(
+                    "server.metrics",
+                    format!("{other:?}: expected \"loopback\", \"admin\" or \"off\""),
+                ))
+            }
+        },
+        shutdown_timeout: duration("server.shutdown_timeout", &s.shutdown_timeout, true)?,
     };
 
     let backend = match s_lower(&raw.store.backend).as_str() {

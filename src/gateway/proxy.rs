@@ -43,6 +43,7 @@ pub struct CallGuard {
     provider: Arc<str>,
     price: Option<crate::config::Price>,
     reservation: Option<Arc<super::limits::Reservation>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl CallGuard {
@@ -80,11 +81,17 @@ impl CallGuard {
             provider: target.provider.name.clone(),
             price: state.config.prices.get(&*target.public).copied(),
             reservation: reservation.clone(),
+            metrics: state.metrics.clone(),
         }
     }
 
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+
+    /// Counts a stream as active until the returned guard drops.
+    pub fn stream_opened(&self) -> crate::metrics::ActiveStream {
+        self.metrics.stream_opened()
     }
 }
 
@@ -100,7 +107,9 @@ impl Drop for CallGuard {
         } else {
             499
         };
-        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        let latency = self.started.elapsed();
+        self.metrics.upstream(&self.provider).observe(latency);
+        r.latency_ms = latency.as_millis() as u64;
         r.cost = self
             .price
             .map_or(0.0, |p| p.cost(r.prompt_tokens, r.completion_tokens));

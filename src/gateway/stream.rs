@@ -51,6 +51,7 @@ pub struct ProxyStream {
     /// Whether any byte came from upstream (an empty stream is a failure).
     received: bool,
     guard: CallGuard,
+    _active: crate::metrics::ActiveStream,
 }
 
 impl ProxyStream {
@@ -70,6 +71,7 @@ impl ProxyStream {
             deadline: Box::pin(tokio::time::sleep(total_left)),
             done: false,
             received: false,
+            _active: guard.stream_opened(),
             guard,
         }
     }

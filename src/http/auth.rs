@@ -109,6 +109,7 @@ pub async fn login(
     {
         Ok(c) => c,
         Err(e @ GatehouseError::Throttled { .. }) => {
+            state.metrics.signin_throttled();
             audit(
                 &state,
                 &actor,

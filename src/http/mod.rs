@@ -7,6 +7,7 @@ pub mod avatars;
 pub mod github;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod oidc;
 pub mod pages;
 pub mod providers;
@@ -87,6 +88,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/tasks/{id}/wait", web::post().to(tasks::wait))
             .route("/tasks/{id}/{action}", web::post().to(tasks::action)),
     );
+    metrics::routes(cfg);
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .service(
