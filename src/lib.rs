@@ -28,6 +28,7 @@ pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod home;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub inflight: http::tasks::InFlight,
     /// Where the master key came from (`None`: no stored provider keys).
     pub master_source: Option<master::Source>,
+    /// Request rates on sign-in and token routes, open streams (abuse protection).
+    pub edge: edge::Edge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +275,7 @@ impl Builder {
             oauth_state_ttl: auth.oauth_state_ttl,
             throttle: ThrottleConfig {
                 max_failures: auth.max_login_failures,
+                max_failures_per_ip: auth.max_login_failures_per_ip,
                 window: auth.login_failure_window,
             },
             gateway: gateway_spec,
@@ -296,6 +300,7 @@ impl Builder {
         )
         .await;
         let oidc = auth::oidc::OidcProviders::new(&self.config.auth.oidc);
+        let edge = edge::Edge::new(&self.config.server);
         let state = AppState {
             handles,
             config: Arc::new(self.config),
@@ -306,6 +311,7 @@ impl Builder {
             upstream,
             inflight: Default::default(),
             master_source,
+            edge,
         };
         let data = actix_web::web::Data::new(state);
         // Tasks run as soon as there is something to run them with.
