@@ -6,12 +6,15 @@ use super::SHARDS;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// Open streams by principal id, one shard of them.
+type Shard = Mutex<HashMap<Arc<str>, usize>>;
 
 #[derive(Clone)]
 pub struct StreamSlots(Arc<Inner>);
@@ -19,11 +22,11 @@ pub struct StreamSlots(Arc<Inner>);
 struct Inner {
     max: usize,
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<Arc<str>, usize>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Inner {
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, usize>> {
+    fn shard(&self, key: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 }

@@ -113,7 +113,8 @@ async fn call(
         })
         .collect();
     // A stream holds a slot of its principal's until its body is dropped.
-    let streaming = surface != Surface::Embeddings && body.get("stream") == Some(&Value::Bool(true));
+    let streaming =
+        surface != Surface::Embeddings && body.get("stream") == Some(&Value::Bool(true));
     let slot = match streaming {
         true => crate::edge::stream_slot(&state, &principal.id)?,
         false => None,
