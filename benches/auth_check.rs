@@ -35,6 +35,7 @@ fn fixture() -> Fixture {
         oauth_state_ttl: time::Duration::minutes(10),
         throttle: ThrottleConfig {
             max_failures: 5,
+            max_failures_per_ip: 5,
             window: time::Duration::minutes(15),
         },
         gateway: Default::default(),

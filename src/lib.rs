@@ -28,6 +28,7 @@ pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod home;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub master_source: Option<master::Source>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Request rates on sign-in and token routes, open streams (abuse protection).
+    pub edge: edge::Edge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +278,7 @@ impl Builder {
             oauth_state_ttl: auth.oauth_state_ttl,
             throttle: ThrottleConfig {
                 max_failures: auth.max_login_failures,
+                max_failures_per_ip: auth.max_login_failures_per_ip,
                 window: auth.login_failure_window,
             },
             gateway: gateway_spec,
@@ -299,6 +303,7 @@ impl Builder {
         )
         .await;
         let oidc = auth::oidc::OidcProviders::new(&self.config.auth.oidc);
+        let edge = edge::Edge::new(&self.config.server);
         let state = AppState {
             handles,
             config: Arc::new(self.config),
@@ -310,6 +315,7 @@ impl Builder {
             inflight: Default::default(),
             master_source,
             metrics: Default::default(),
+            edge,
         };
         let data = actix_web::web::Data::new(state);
         // Tasks run as soon as there is something to run them with.

@@ -50,6 +50,7 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
     admin_socket::serve(gh.data(), home).map_err(ServeError::Socket)?;
     let data = gh.data();
     let limit = cfg.server.max_body_bytes;
+    let edge = crate::edge::EdgeGuard::new(&cfg.server);
     let addr = format!("{}:{}", host, cfg.server.port);
     let server = HttpServer::new(move || {
         App::new()
@@ -69,6 +70,7 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
                     Ok(res)
                 }
             })
+            .wrap(edge)
             .wrap(TracingLogger::default())
             .configure(|c| configure_with_limit(c, limit))
             .configure(crate::http::pages::configure)
@@ -77,7 +79,7 @@ pub async fn serve(config: Config, home: &Path) -> Result<(), ServeError> {
     // SIGTERM/SIGINT: stop accepting, let requests and streams in flight
     // finish for up to `shutdown_timeout`, then write the usage still held.
     .shutdown_timeout(cfg.server.shutdown_timeout.as_secs())
-    .client_request_timeout(std::time::Duration::from_secs(10))
+    .client_request_timeout(cfg.server.client_header_timeout)
     .client_disconnect_timeout(std::time::Duration::from_secs(5))
     .bind((host.as_str(), cfg.server.port))
     .map_err(|source| ServeError::Http {

@@ -27,14 +27,14 @@ impl<K: Eq + Hash + Clone> FailureWindow<K> {
     /// How long until `key` may try again, when it is throttled now.
     pub fn retry_after(&self, key: &K, now: OffsetDateTime) -> Option<Duration> {
         let times = self.failures.get(key)?;
-        let recent: Vec<&OffsetDateTime> =
-            times.iter().filter(|t| **t > now - self.window).collect();
-        if recent.len() < self.max {
+        let horizon = now - self.window;
+        // A key keeps at most `max` times: throttled when all are recent,
+        // until the oldest of them leaves the window.
+        if times.len() < self.max || times.iter().any(|t| *t <= horizon) {
             return None;
         }
-        // Once the oldest failure that keeps the count at `max` leaves the window.
-        let pivot = *recent[recent.len() - self.max];
-        Some((pivot + self.window - now).max(Duration::SECOND))
+        let oldest = *times.iter().min()?;
+        Some((oldest + self.window - now).max(Duration::SECOND))
     }
 
     pub fn record(&mut self, key: K, now: OffsetDateTime) {

@@ -205,6 +205,7 @@ async fn a_reload_that_raced_a_logout_does_not_bring_the_session_back() {
         oauth_state_ttl: time::Duration::minutes(10),
         throttle: ThrottleConfig {
             max_failures: 5,
+            max_failures_per_ip: 5,
             window: time::Duration::minutes(15),
         },
         gateway: Default::default(),

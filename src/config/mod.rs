@@ -127,6 +127,16 @@ pub struct ServerConfig {
     pub metrics: MetricsAccess,
     /// How long requests in flight may take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Sign-in and token-issuing requests per client address a minute (0: no limit).
+    pub auth_rate_per_minute: u32,
+    /// Request line and headers together at most, else `431`.
+    pub max_header_bytes: usize,
+    /// The request head must arrive within this, else `408`.
+    pub client_header_timeout: Duration,
+    /// A request body must arrive whole within this, else `408`.
+    pub client_body_timeout: Duration,
+    /// Streaming model calls open at once per principal (0: no limit).
+    pub max_streams_per_principal: usize,
 }
 
 /// Who may read `GET /metrics` on the main port.
@@ -171,6 +181,8 @@ pub struct AuthConfig {
     pub oauth_state_ttl: time::Duration,
     pub max_login_failures: u32,
     pub login_failure_window: time::Duration,
+    /// Failures per client address in the window (whatever the usernames).
+    pub max_login_failures_per_ip: u32,
     /// Some only when `auth.github.client_id` is non-empty.
     pub github: Option<GithubConfig>,
     pub oidc: BTreeMap<String, OidcConfig>,

@@ -156,6 +156,11 @@ raw!(RawServer {
     metrics_port: u16 = "lenient";
     metrics: String = "lenient";
     shutdown_timeout: String = "lenient";
+    auth_rate_per_minute: u32 = "lenient";
+    max_header_bytes: usize = "lenient";
+    client_header_timeout: String = "lenient";
+    client_body_timeout: String = "lenient";
+    max_streams_per_principal: usize = "lenient";
 });
 
 raw!(RawStore {
@@ -184,6 +189,8 @@ pub(super) struct RawAuth {
     pub(super) max_login_failures: u32,
     #[serde(deserialize_with = "lenient")]
     pub(super) login_failure_window: String,
+    #[serde(deserialize_with = "lenient")]
+    pub(super) max_login_failures_per_ip: u32,
     pub(super) github: RawGithub,
     #[serde(default)]
     pub(super) oidc: BTreeMap<String, RawOidc>,

@@ -407,3 +407,27 @@ fn tasks_settings_are_checked_and_the_agent_backend_passes_the_egress_policy() {
         "loopback needs local: {e}"
     );
 }
+
+#[test]
+fn abuse_protection_settings_have_defaults_and_are_checked() {
+    let c = Config::defaults();
+    assert_eq!(c.server.auth_rate_per_minute, 60);
+    assert_eq!(c.server.max_header_bytes, 16 * 1024);
+    assert_eq!(c.server.client_header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.client_body_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_streams_per_principal, 16);
+    // 0: per address as per username.
+    assert_eq!(c.auth.max_login_failures_per_ip, c.auth.max_login_failures);
+    let c = load("[auth]\nmax_login_failures_per_ip = 20\n", &[]).unwrap();
+    assert_eq!(c.auth.max_login_failures_per_ip, 20);
+    let e = err("[server]\nmax_header_bytes = 200000\n");
+    assert!(
+        e.starts_with("server.max_header_bytes: must be from 1024 to 131072"),
+        "{e}"
+    );
+    assert!(
+        err("[server]\nclient_body_timeout = \"0s\"\n").starts_with("server.client_body_timeout:")
+    );
+    assert!(err("[server]\nclient_header_timeout = \"soon\"\n")
+        .starts_with("server.client_header_timeout:"));
+}

@@ -75,6 +75,16 @@ fn lowercase(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// actix reads at most 128 KiB of request head; a larger limit could not hold.
+const MAX_HEADER_BYTES: usize = 128 * 1024;
+
+fn within<T: PartialOrd + fmt::Display>(key: &str, v: T, min: T, max: T) -> Result<T, ConfigError> {
+    if v < min || v > max {
+        return Err(bad(key, format!("must be from {min} to {max}, got {v}")));
+    }
+    Ok(v)
+}
+
 fn at_least<T: PartialOrd + fmt::Display>(key: &str, v: T, min: T) -> Result<T, ConfigError> {
     if v < min {
         return Err(bad(key, format!("must be at least {min}, got {v}")));
@@ -145,6 +155,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             }
         },
         shutdown_timeout: duration("server.shutdown_timeout", &s.shutdown_timeout, true)?,
+        auth_rate_per_minute: s.auth_rate_per_minute,
+        max_header_bytes: within(
+            "server.max_header_bytes",
+            s.max_header_bytes,
+            1024,
+            MAX_HEADER_BYTES,
+        )?,
+        client_header_timeout: duration(
+            "server.client_header_timeout",
+            &s.client_header_timeout,
+            false,
+        )?,
+        client_body_timeout: duration("server.client_body_timeout", &s.client_body_timeout, false)?,
+        max_streams_per_principal: s.max_streams_per_principal,
     };
 
     let backend = match s_lower(&raw.store.backend).as_str() {
@@ -299,6 +323,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         oauth_state_ttl: time_duration("auth.oauth_state_ttl", &a.oauth_state_ttl)?,
         max_login_failures: at_least("auth.max_login_failures", a.max_login_failures, 1)?,
         login_failure_window: time_duration("auth.login_failure_window", &a.login_failure_window)?,
+        max_login_failures_per_ip: match a.max_login_failures_per_ip {
+            0 => a.max_login_failures,
+            n => n,
+        },
         github,
         oidc,
         bearer,

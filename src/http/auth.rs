@@ -90,6 +90,7 @@ pub async fn login(
     body: web::Json<LoginRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::edge::auth_rate(&req, &state)?;
     let LoginRequest { username, password } = body.into_inner();
     let ip = client_ip(&req, &state.config.server.trusted_proxies);
     let now = state.handles.now();

@@ -90,6 +90,7 @@ pub async fn start(
     query: web::Query<Start>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::edge::auth_rate(&req, &state)?;
     let gh = github(&state)?;
     let browser = new_secret_token();
     let (verifier, challenge) = pkce_pair();

@@ -69,6 +69,7 @@ pub async fn start(
     query: web::Query<Start>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::edge::auth_rate(&req, &state)?;
     let p = provider(&state, &name)?;
     let http = state.validators.http_client();
     let now = state.handles.now();

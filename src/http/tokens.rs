@@ -36,6 +36,7 @@ pub async fn create(
     body: web::Json<NewToken>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::edge::auth_rate(&req, &state)?;
     principal.require(crate::auth::Scope::Write)?;
     let user = user_of(&principal)?;
     let spec = body.into_inner().validate(svc::grantable(&principal))?;
@@ -110,6 +111,7 @@ pub async fn rotate(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::edge::auth_rate(&req, &state)?;
     let body = crate::http::read_body(payload, state.config.server.max_body_bytes).await?;
     principal.require(crate::auth::Scope::Write)?;
     user_of(&principal)?;

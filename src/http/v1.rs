@@ -112,7 +112,14 @@ async fn call(
             (value.len() <= 256).then(|| (header::HeaderName::from_static(name), value.clone()))
         })
         .collect();
-    Call {
+    // A stream holds a slot of its principal's until its body is dropped.
+    let streaming =
+        surface != Surface::Embeddings && body.get("stream") == Some(&Value::Bool(true));
+    let slot = match streaming {
+        true => crate::edge::stream_slot(&state, &principal.id)?,
+        false => None,
+    };
+    let res = Call {
         state: &state,
         clients: &clients,
         principal: &principal,
@@ -122,5 +129,9 @@ async fn call(
         anthropic_headers,
     }
     .run(targets, &model)
-    .await
+    .await?;
+    Ok(match slot {
+        Some(slot) => crate::edge::SlotBody::wrap(res, slot),
+        None => res,
+    })
 }

@@ -84,14 +84,18 @@ pub async fn spawn_config(
         .expect("gatehouse starts");
     let data = gh.data();
     let limit = gh.config().server.max_body_bytes;
+    let edge = gatehouse::edge::EdgeGuard::new(&gh.config().server);
+    let header_timeout = gh.config().server.client_header_timeout;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(edge)
             .configure(|c| gatehouse::configure_with_limit(c, limit))
             .configure(gatehouse::http::pages::configure)
             .default_service(web::to(gatehouse::error::not_found))
     })
     .workers(1)
+    .client_request_timeout(header_timeout)
     .bind(("127.0.0.1", 0))
     .unwrap();
     let addr = server.addrs()[0];

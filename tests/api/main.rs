@@ -1,5 +1,6 @@
 //! Black-box tests: the real actors, sled store and HTTP stack.
 
+mod abuse;
 mod account;
 mod admin;
 mod bearer;

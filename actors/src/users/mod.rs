@@ -59,7 +59,10 @@ impl UserDirectory {
 
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleConfig {
+    /// Failures per username in the window (from any addresses).
     pub max_failures: u32,
+    /// Failures per client address in the window (for any usernames).
+    pub max_failures_per_ip: u32,
     pub window: Duration,
 }
 
@@ -103,7 +106,7 @@ impl UserStoreActor {
             users: UserMap::new(),
             by_name: HashMap::new(),
             by_user: FailureWindow::new(throttle.max_failures, throttle.window),
-            by_ip: FailureWindow::new(throttle.max_failures, throttle.window),
+            by_ip: FailureWindow::new(throttle.max_failures_per_ip, throttle.window),
             loaded: false,
         }
     }
