@@ -252,7 +252,7 @@ async fn metrics_count_requests_calls_sessions_and_throttled_signins_by_route_pa
 #[actix_web::test]
 async fn metrics_admin_mode_asks_for_the_admin_scope_and_off_hides_it() {
     // In loopback mode a local scrape works before there is any user.
-    let app = spawn_app().await;
+    let app = spawn_toml("[server]\nmetrics = \"loopback\"\n", &[]).await;
     let res = client()
         .get(format!("{}/metrics", app.url))
         .send()
@@ -311,7 +311,7 @@ async fn metrics_admin_mode_asks_for_the_admin_scope_and_off_hides_it() {
 
 #[actix_web::test]
 async fn metrics_count_a_stream_as_active_while_it_runs() {
-    let gw = gateway("").await;
+    let gw = gateway("[server]\nmetrics = \"loopback\"").await;
     let metric = |name: &'static str| {
         let url = format!("{}/metrics", gw.app.url);
         async move {
