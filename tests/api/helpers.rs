@@ -443,13 +443,13 @@ impl OidcProvider {
         };
         // Generous: on two busy cores (browsers and other providers starting
         // in parallel tests) node can take long to load oidc-provider.
-        let issuer = match rx.recv_timeout(Duration::from_secs(90)) {
+        let issuer = match rx.recv_timeout(Duration::from_secs(180)) {
             Ok(issuer) => issuer,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "the OpenID provider (port {port}) was not ready within 90 s: {}",
+                    "the OpenID provider (port {port}) was not ready within 180 s: {}",
                     log(&stderr)
                 );
             }
