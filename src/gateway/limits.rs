@@ -14,7 +14,6 @@ use gatehouse_actors::model::{Draw, Reserve};
 use gatehouse_actors::store::SharedStore;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Tokens assumed for the answer when the request sets no `max_tokens`.
@@ -72,7 +71,6 @@ pub struct Reservation {
     used_tokens: AtomicU64,
     /// Spend in millionths.
     used_micros: AtomicU64,
-    settled: Mutex<bool>,
 }
 
 impl Reservation {
@@ -88,10 +86,6 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
-        if std::mem::replace(&mut *settled, true) {
-            return;
-        }
         let tokens = self.used_tokens.load(Ordering::Relaxed) as f64;
         let cost = self.used_micros.load(Ordering::Relaxed) as f64 / 1_000_000.0;
         let adjust: Vec<Draw> = self
@@ -195,7 +189,6 @@ pub async fn reserve(
             estimated: draws.into_iter().filter(|d| d.metric != "rpm").collect(),
             used_tokens: AtomicU64::new(0),
             used_micros: AtomicU64::new(0),
-            settled: Mutex::new(false),
         }))),
         Reserve::Refused(i) => {
             let d = &draws[i];
