@@ -278,7 +278,7 @@ pub async fn execute(state: &AppState, req: AdminRequest) -> AdminResponse {
         Err(e) if e.status.as_u16() == 404 && e.message == "not found" => {
             AdminResponse::err("not found: no such user or token")
         }
-        Err(e) if e.status.as_u16() == 503 => {
+        Err(e) if e.status.as_u16() == 503 && e.code == "service_unavailable" => {
             AdminResponse::err("the gateway is busy or restarting a component; try again")
         }
         Err(e) => AdminResponse::err(e.message.into_owned()),

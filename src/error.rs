@@ -136,6 +136,18 @@ impl ApiError {
         )
     }
 
+    /// The disk of the data directory is full: nothing was saved. (The
+    /// embedded store takes no writes again until the gateway restarts.)
+    pub fn storage_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "storage_full",
+            "the gateway's data directory is full, so nothing was saved; \
+             an operator must free disk space and restart the gateway",
+        )
+    }
+
     /// A provider failed; the details are in the log, never in the answer.
     pub fn upstream() -> Self {
         Self::new(
@@ -228,6 +240,10 @@ impl From<GatehouseError> for ApiError {
                 let mut e = ApiError::unavailable();
                 e.retry_after = Some(Duration::from_secs(2));
                 e
+            }
+            GatehouseError::Store(s) if s.is_storage_full() => {
+                tracing::error!(error = %s, "store failure: the disk is full");
+                ApiError::storage_full()
             }
             GatehouseError::Store(s) => {
                 tracing::error!(error = %s, "store failure");

@@ -163,6 +163,10 @@ impl ActorHandles {
                 tracing::warn!(error = %e, "store is unreachable");
                 Some("the database is unreachable")
             }
+            Ok(Err(e)) if e.is_storage_full() => {
+                tracing::error!(error = %e, "store is not writable: the disk is full");
+                Some("no space left on the disk of the data directory; free space, then restart")
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "store is not writable");
                 Some("the store refused a write")

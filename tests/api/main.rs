@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod crash_writes;
 mod csrf;
+mod disk_full;
 mod durability;
 mod embed;
 mod fakes;
