@@ -6,8 +6,9 @@
 //!
 //! `FILE` has one `username password token` line per user; connection `i`
 //! acts as user `i mod users`. The mix, per request:
-//! - 2 % sign-in (`POST /auth/login`, a fresh session each time),
-//! - 38 % chat completion (`POST /v1/chat/completions`),
+//! - 0.5 % sign-in (`POST /auth/login`, a fresh session each time; Argon2id
+//!   makes each one cost tens of milliseconds of CPU, on purpose),
+//! - 39.5 % chat completion (`POST /v1/chat/completions`),
 //! - 30 % streaming chat completion, read to `data: [DONE]`,
 //! - 2 % durable task (`POST /v1/tasks` with a fresh `Idempotency-Key`),
 //! - 28 % model list (`GET /v1/models`, the token check alone).
@@ -31,11 +32,11 @@ enum Kind {
 
 impl Kind {
     fn pick(roll: u64) -> Kind {
-        match roll % 100 {
-            0..=1 => Kind::SignIn,
-            2..=39 => Kind::Chat,
-            40..=69 => Kind::Stream,
-            70..=71 => Kind::Task,
+        match roll % 1000 {
+            0..=4 => Kind::SignIn,
+            5..=399 => Kind::Chat,
+            400..=699 => Kind::Stream,
+            700..=719 => Kind::Task,
             _ => Kind::Models,
         }
     }
