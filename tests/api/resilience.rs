@@ -193,7 +193,7 @@ async fn actors_panicking_under_load_cost_only_503s_until_replaced() {
         l.await.unwrap();
     }
 
-    let seen = seen.borrow();
+    let seen = seen.take();
     let ok = |what: &str, s: u16| match what {
         "logout" => s == 204,
         _ => s == 200,
