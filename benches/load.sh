@@ -135,6 +135,9 @@ mkdir -p "$HOME_DIR"
 cat >"$CONFIG" <<EOF
 [server]
 port = $GW_PORT
+# One token drives every connection: lift the per-principal cap on open
+# streams (default 16), or the SSE runs would measure 429s.
+max_streams_per_principal = 0
 
 [providers.mock]
 type = "openai"
