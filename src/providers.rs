@@ -147,8 +147,12 @@ pub async fn get(state: &AppState, name: &str) -> Result<ProviderInfo, ApiError>
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderPut {
+    /// `openai` (any OpenAI-compatible API) or `anthropic`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(openai|anthropic)$")]
     pub kind: String,
+    /// `http://` or `https://`, with a host; no credentials, query or fragment.
+    #[schema(pattern = "^https?://[^/?#@\\s]+[^?#@\\s]*$", max_length = 2048)]
     pub base_url: String,
     #[serde(default)]
     pub models: Vec<String>,
@@ -281,7 +285,11 @@ pub async fn delete_provider(state: &AppState, actor: &Actor, name: &str) -> Res
 #[derive(Debug, Deserialize, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePut {
+    /// 1 to 4096 characters without spaces; never shown again.
+    #[schema(pattern = "^\\S{1,4096}$")]
     pub api_key: Option<String>,
+    /// Lower first.
+    #[schema(minimum = -1000000, maximum = 1000000)]
     pub order: Option<i64>,
     pub headers: Option<BTreeMap<String, String>>,
 }
@@ -432,6 +440,8 @@ pub async fn test(state: &AppState, name: &str) -> Result<(u128, Vec<String>), A
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasPut {
+    /// 1 to 16 `provider/model` names, primary first.
+    #[schema(min_items = 1, max_items = 16)]
     pub targets: Vec<String>,
 }
 

@@ -23,18 +23,39 @@ pub const MAX_GRACE: i64 = 7 * 86_400;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// 1 to 100 printable characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Seconds, 1 to 90 days (default 30 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 7776000)]
     pub expires_in: Option<i64>,
+    /// Default `["read", "write"]`; no more than the caller's own.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<TokenScope>>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+    /// The models it may call (`null`: any the user may).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub models: Option<Vec<String>>,
+    /// 1 to 100 CIDRs (`10.0.0.0/8`) or addresses it may be used from.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_ips: Option<Vec<String>>,
+    /// Seconds of non-use after which it expires, 1 to 90 days.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 7776000)]
     pub max_idle: Option<i64>,
+}
+
+/// A scope a token may hold.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documents `scopes`; `Scope::parse` reads them
+pub enum TokenScope {
+    Read,
+    Write,
+    Admin,
 }
 
 fn invalid(msg: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {

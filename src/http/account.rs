@@ -81,6 +81,8 @@ pub async fn me(principal: Principal) -> Result<HttpResponse, ApiError> {
 #[derive(Deserialize, ToSchema)]
 pub struct PasswordChange {
     current: String,
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12, max_length = 1024)]
     new: String,
 }
 

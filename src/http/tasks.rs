@@ -135,6 +135,10 @@ async fn mutate(
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     /// `chat.completion` or `agent.run`.
+    #[schema(
+        pattern = "^(chat\\.completion|agent\\.run)$",
+        example = "chat.completion"
+    )]
     kind: String,
     /// For `chat.completion`, a chat request (`model`, `messages`, …).
     input: Value,
@@ -408,6 +412,7 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct WaitBody {
     /// Seconds to wait, 0 to 300 (default 30).
+    #[schema(minimum = 0, maximum = 300)]
     timeout_s: Option<f64>,
 }
 

@@ -134,6 +134,7 @@ pub async fn revoke(
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// Seconds the old token keeps working, 0 to 7 days (default 1 h).
+    #[schema(minimum = 0, maximum = 604800)]
     grace: Option<i64>,
 }
 

@@ -24,7 +24,8 @@ pub struct UsageParams {
     since: Option<String>,
     /// RFC 3339, exclusive.
     until: Option<String>,
-    /// Seconds per bucket of the `series` (omitted: no series).
+    /// Seconds per bucket of the `series` (omitted: no series), 60 to 31 days.
+    #[param(minimum = 60, maximum = 2678400)]
     bucket: Option<u64>,
 }
 
