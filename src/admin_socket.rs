@@ -432,11 +432,11 @@ fn limits_line(v: &crate::limits::LimitsView) -> String {
         "{}  rpm: {}/{}  tpm: {}/{}  spend: {:.4}/{:.4} per {}s\n",
         v.subject,
         c.rpm.used as u64,
-        c.rpm.limit as u64,
+        c.rpm.limit,
         c.tpm.used as u64,
-        c.tpm.limit as u64,
+        c.tpm.limit,
         c.spend.used,
-        c.spend.limit,
+        c.spend.limit.as_f64().unwrap_or(0.0),
         v.limits.budget_period,
     )
 }

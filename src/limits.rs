@@ -68,8 +68,9 @@ pub struct Current {
 #[derive(Serialize, ToSchema)]
 pub struct Meter {
     pub used: f64,
-    /// 0: none.
-    pub limit: f64,
+    /// 0: none (an integer for `rpm` and `tpm`).
+    #[schema(value_type = f64)]
+    pub limit: serde_json::Number,
     #[schema(format = DateTime)]
     pub resets_at: String,
 }
@@ -179,17 +180,18 @@ pub async fn view(state: &AppState, subject: &str) -> Result<LimitsView, ApiErro
         current: Current {
             rpm: Meter {
                 used: current("rpm", 60),
-                limit: limits.rpm as f64,
+                limit: limits.rpm.into(),
                 resets_at: resets(60),
             },
             tpm: Meter {
                 used: current("tpm", 60),
-                limit: limits.tpm as f64,
+                limit: limits.tpm.into(),
                 resets_at: resets(60),
             },
             spend: Meter {
                 used: current("spend", period),
-                limit: limits.budget,
+                // Finite: validated at load and on every change.
+                limit: serde_json::Number::from_f64(limits.budget).unwrap_or_else(|| 0.into()),
                 resets_at: resets(period),
             },
         },

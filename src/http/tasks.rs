@@ -140,10 +140,24 @@ pub struct NewTask {
         example = "chat.completion"
     )]
     kind: String,
-    /// For `chat.completion`, a chat request (`model`, `messages`, …).
+    /// For `chat.completion`, a chat request (`model`, `messages`, …); for
+    /// `agent.run`, the agent's input.
+    #[schema(schema_with = task_input)]
     input: Value,
     #[serde(default)]
     requires_approval: bool,
+}
+
+/// `input`: a chat request, or any object for an agent.
+fn task_input() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::Ref;
+    Schema::AnyOf(
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name("ChatRequest"))
+            .item(ObjectBuilder::new().schema_type(Type::Object))
+            .build(),
+    )
 }
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),

@@ -61,15 +61,32 @@ pub struct EmbeddingsRequest {
     input: Value,
 }
 
+/// A turn of an Anthropic conversation (`content` may also be a list of
+/// content blocks).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AnthropicMessage {
+    role: AnthropicRole,
+    content: String,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AnthropicRole {
+    User,
+    Assistant,
+}
+
 /// `POST /v1/messages`, as Anthropic's: other fields pass through.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct MessagesRequest {
     #[schema(example = "default")]
     model: String,
+    #[schema(minimum = 1)]
     max_tokens: u64,
-    #[schema(value_type = Vec<Object>)]
-    messages: Vec<Value>,
+    messages: Vec<AnthropicMessage>,
     stream: Option<bool>,
 }
 
