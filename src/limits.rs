@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::gateway::limits::effective;
 use crate::AppState;
 use gatehouse_actors::gateway::actor::PutLimits;
+use gatehouse_actors::gateway::limits::MAX_BUDGET_PERIOD;
 use gatehouse_actors::gateway::{LimitOverride, Limits};
 use gatehouse_actors::tokens::ListTokens;
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ pub struct LimitsPut {
     pub tpm: Option<u64>,
     /// Spend per budget period (0: none).
     pub budget: Option<f64>,
-    /// Seconds, or a duration (`1d`, `30d`).
+    /// Seconds, or a duration (`1d`, `30d`); at most 3650 days.
     #[schema(schema_with = seconds_or_duration)]
     pub budget_period: Option<Value>,
 }
@@ -35,7 +36,8 @@ fn seconds_or_duration() -> utoipa::openapi::schema::Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .minimum(Some(1)),
+                .minimum(Some(1))
+                .maximum(Some(MAX_BUDGET_PERIOD)),
         )
         .item(ObjectBuilder::new().schema_type(Type::String))
         .item(ObjectBuilder::new().schema_type(Type::Null))
@@ -113,6 +115,9 @@ impl LimitsPut {
             ),
             Some(_) => return Err(bad("budget_period must be seconds or a duration")),
         };
+        if budget_period.is_some_and(|p| p > MAX_BUDGET_PERIOD) {
+            return Err(bad("budget_period must be at most 3650 days"));
+        }
         Ok(LimitOverride {
             rpm: self.rpm,
             tpm: self.tpm,

@@ -279,3 +279,42 @@ async fn a_query_string_that_does_not_parse_is_an_openai_shaped_400() {
         assert_eq!((status, code.as_str()), (400, "invalid_request"), "{path}");
     }
 }
+
+/// A budget period past what a time can show made the limits view answer
+/// `"resets_at": ""`, which is not a date-time: it is refused (`422`), and
+/// the longest one allowed shows a real time.
+#[actix_web::test]
+async fn a_budget_period_is_at_most_ten_years_so_that_its_window_end_is_a_time() {
+    let app = spawn_app().await;
+    app.add_user("admin", PW, true).await;
+    assert_eq!(app.login("admin", PW).await.status(), 200);
+    let put = |period: Value| {
+        app.client
+            .put(format!("{}/admin/api/limits/users/admin", app.url))
+            .json(&serde_json::json!({"budget": 5, "budget_period": period}))
+            .send()
+    };
+    for too_long in [
+        serde_json::json!(18_446_744_073_709_551_615u64),
+        serde_json::json!("100000000d"),
+        serde_json::json!("3651d"),
+    ] {
+        let (status, code) = error_code(put(too_long.clone()).await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "invalid_value"),
+            "{too_long}"
+        );
+    }
+    let res = put("3650d".into()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.unwrap();
+    let resets = view["current"]["spend"]["resets_at"].as_str().unwrap();
+    assert!(
+        time::OffsetDateTime::parse(resets, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{resets:?}"
+    );
+    // And the config file may not set one either.
+    let err = config_from_toml("[limits.user]\nbudget_period = \"3651d\"").unwrap_err();
+    assert!(err.to_string().contains("budget_period"), "{err}");
+}

@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest budget period: ten years (365-day), so that a window's end
+/// is always a time the API can show.
+pub const MAX_BUDGET_PERIOD: u64 = 3650 * 86_400;
+
 /// A subject's limits; 0 means none.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limits {
