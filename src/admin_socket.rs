@@ -426,19 +426,18 @@ async fn limits_subject(
 }
 
 /// One line per subject: its limits (0: none) and what it used in the current windows.
-fn limits_line(v: &serde_json::Value) -> String {
-    let n = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0) as u64;
-    let c = &v["current"];
+fn limits_line(v: &crate::limits::LimitsView) -> String {
+    let c = &v.current;
     format!(
         "{}  rpm: {}/{}  tpm: {}/{}  spend: {:.4}/{:.4} per {}s\n",
-        v["subject"].as_str().unwrap_or("?"),
-        n(&c["rpm"]["used"]),
-        n(&c["rpm"]["limit"]),
-        n(&c["tpm"]["used"]),
-        n(&c["tpm"]["limit"]),
-        c["spend"]["used"].as_f64().unwrap_or(0.0),
-        c["spend"]["limit"].as_f64().unwrap_or(0.0),
-        v["limits"]["budget_period"],
+        v.subject,
+        c.rpm.used as u64,
+        c.rpm.limit,
+        c.tpm.used as u64,
+        c.tpm.limit,
+        c.spend.used,
+        c.spend.limit.as_f64().unwrap_or(0.0),
+        v.limits.budget_period,
     )
 }
 
@@ -492,16 +491,19 @@ async fn limits_command(
                 let all = svc::list(state).await?;
                 let mut out = String::new();
                 for (who, l) in [
-                    ("defaults for users", &all["defaults"]["user"]),
-                    ("defaults for tokens", &all["defaults"]["token"]),
+                    ("defaults for users", &all.defaults.user),
+                    ("defaults for tokens", &all.defaults.token),
                 ] {
                     let _ = writeln!(
                         out,
                         "{who}  rpm: {}  tpm: {}  budget: {} per {}s",
-                        l["rpm"], l["tpm"], l["budget"], l["budget_period"]
+                        l.rpm,
+                        l.tpm,
+                        serde_json::json!(l.budget),
+                        l.budget_period
                     );
                 }
-                for v in all["data"].as_array().into_iter().flatten() {
+                for v in &all.data {
                     out.push_str(&limits_line(v));
                 }
                 Ok((out, String::new()))

@@ -7,9 +7,28 @@ use actix::MailboxError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_actors::{GatehouseError, StoreError};
-use serde_json::json;
 use std::borrow::Cow;
 use std::time::Duration;
+
+/// Every error body: `{"error": {"message", "type", "code"}}`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What failed: a message for people, a `type` and a `code` for programs.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    #[schema(value_type = String)]
+    pub message: Cow<'static, str>,
+    /// The class of error (`invalid_request_error`, `authentication_error`, …).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The specific error (`invalid_credentials`, `model_not_found`, …); always a string.
+    #[schema(value_type = String)]
+    pub code: Cow<'static, str>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -183,7 +202,13 @@ impl ResponseError for ApiError {
             res.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
-        res.json(json!({"error": {"message": self.message, "type": self.kind, "code": self.code}}))
+        res.json(ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind,
+                code: self.code.clone(),
+            },
+        })
     }
 }
 
@@ -280,6 +305,19 @@ pub fn json_error(
         J::Payload(actix_web::error::PayloadError::Overflow) => ApiError::payload_too_large(0),
         _ => ApiError::bad_request("invalid_request", "could not read request body"),
     };
+    api.into()
+}
+
+/// A query string that does not parse (a number or boolean that is not
+/// one): 400 in our shape, never actix's plain text.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let api = ApiError::bad_request(
+        "invalid_request",
+        format!("invalid query string: {}", sanitize(&err.to_string())),
+    );
     api.into()
 }
 

@@ -7,20 +7,90 @@ use crate::error::ApiError;
 use crate::gateway::limits::effective;
 use crate::AppState;
 use gatehouse_actors::gateway::actor::PutLimits;
+use gatehouse_actors::gateway::limits::MAX_BUDGET_PERIOD;
 use gatehouse_actors::gateway::{LimitOverride, Limits};
 use gatehouse_actors::tokens::ListTokens;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// An override as sent: each field `null`/absent keeps the default.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsPut {
+    /// Requests per minute (0: none).
     pub rpm: Option<u64>,
+    /// Tokens per minute (0: none).
     pub tpm: Option<u64>,
+    /// Spend per budget period (0: none).
     pub budget: Option<f64>,
-    /// Seconds, or a duration (`1d`, `30d`).
+    /// Seconds, or a duration (`1d`, `30d`); at most 3650 days.
+    #[schema(schema_with = seconds_or_duration)]
     pub budget_period: Option<Value>,
+}
+
+/// `budget_period`: a number of seconds, a duration string, or `null`.
+fn seconds_or_duration() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(MAX_BUDGET_PERIOD)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    Schema::OneOf(one_of)
+}
+
+/// Where a subject stands against its limits now.
+#[derive(Serialize, ToSchema)]
+pub struct LimitsView {
+    /// `user:ID` or `token:ID`.
+    pub subject: String,
+    /// The limits in force (the override over the defaults).
+    pub limits: Limits,
+    /// The subject's own override, if any.
+    #[serde(rename = "override")]
+    pub overrides: Option<LimitOverride>,
+    pub current: Current,
+}
+
+/// The counters of the current windows.
+#[derive(Serialize, ToSchema)]
+pub struct Current {
+    pub rpm: Meter,
+    pub tpm: Meter,
+    pub spend: Meter,
+}
+
+/// One counter: how much of its limit is used in the window ending at `resets_at`.
+#[derive(Serialize, ToSchema)]
+pub struct Meter {
+    pub used: f64,
+    /// 0: none (an integer for `rpm` and `tpm`).
+    #[schema(value_type = f64)]
+    pub limit: serde_json::Number,
+    #[schema(format = DateTime)]
+    pub resets_at: String,
+}
+
+/// `GET /admin/api/limits`: the defaults and every override's view.
+#[derive(Serialize, ToSchema)]
+pub struct LimitsList {
+    pub defaults: Defaults,
+    #[schema(inline)]
+    pub object: crate::http::ListObject,
+    pub data: Vec<LimitsView>,
+}
+
+/// The limits of users and of tokens that have no override.
+#[derive(Serialize, ToSchema)]
+pub struct Defaults {
+    pub user: Limits,
+    pub token: Limits,
 }
 
 impl LimitsPut {
@@ -45,6 +115,9 @@ impl LimitsPut {
             ),
             Some(_) => return Err(bad("budget_period must be seconds or a duration")),
         };
+        if budget_period.is_some_and(|p| p > MAX_BUDGET_PERIOD) {
+            return Err(bad("budget_period must be at most 3650 days"));
+        }
         Ok(LimitOverride {
             rpm: self.rpm,
             tpm: self.tpm,
@@ -79,13 +152,9 @@ pub async fn token_subject(state: &AppState, id: &str) -> Result<String, ApiErro
     }
 }
 
-fn limits_json(l: &Limits) -> Value {
-    json!({"rpm": l.rpm, "tpm": l.tpm, "budget": l.budget, "budget_period": l.budget_period})
-}
-
 /// Where `subject` stands: its effective limits, its override, and the
 /// counters of the current windows.
-pub async fn view(state: &AppState, subject: &str) -> Result<Value, ApiError> {
+pub async fn view(state: &AppState, subject: &str) -> Result<LimitsView, ApiError> {
     let limits = effective(state, subject);
     let catalog = state.handles.catalog().load();
     let now = state.handles.now().unix_timestamp();
@@ -109,16 +178,29 @@ pub async fn view(state: &AppState, subject: &str) -> Result<Value, ApiError> {
             .unwrap_or_default()
     };
     let period = limits.budget_period.min(i64::MAX as u64) as i64;
-    Ok(json!({
-        "subject": subject,
-        "limits": limits_json(&limits),
-        "override": catalog.limits_of(subject),
-        "current": {
-            "rpm": {"used": current("rpm", 60), "limit": limits.rpm, "resets_at": resets(60)},
-            "tpm": {"used": current("tpm", 60), "limit": limits.tpm, "resets_at": resets(60)},
-            "spend": {"used": current("spend", period), "limit": limits.budget, "resets_at": resets(period)},
+    Ok(LimitsView {
+        subject: subject.to_owned(),
+        limits,
+        overrides: catalog.limits_of(subject).cloned(),
+        current: Current {
+            rpm: Meter {
+                used: current("rpm", 60),
+                limit: limits.rpm.into(),
+                resets_at: resets(60),
+            },
+            tpm: Meter {
+                used: current("tpm", 60),
+                limit: limits.tpm.into(),
+                resets_at: resets(60),
+            },
+            spend: Meter {
+                used: current("spend", period),
+                // Finite: validated at load and on every change.
+                limit: serde_json::Number::from_f64(limits.budget).unwrap_or_else(|| 0.into()),
+                resets_at: resets(period),
+            },
         },
-    }))
+    })
 }
 
 pub async fn set(
@@ -150,7 +232,7 @@ pub async fn set(
 }
 
 /// The defaults and every subject with an override.
-pub async fn list(state: &AppState) -> Result<Value, ApiError> {
+pub async fn list(state: &AppState) -> Result<LimitsList, ApiError> {
     let subjects: Vec<String> = state
         .handles
         .catalog()
@@ -163,12 +245,12 @@ pub async fn list(state: &AppState) -> Result<Value, ApiError> {
     for s in subjects {
         data.push(view(state, &s).await?);
     }
-    Ok(json!({
-        "defaults": {
-            "user": limits_json(&state.config.limits.user),
-            "token": limits_json(&state.config.limits.token),
+    Ok(LimitsList {
+        defaults: Defaults {
+            user: state.config.limits.user,
+            token: state.config.limits.token,
         },
-        "object": "list",
-        "data": data,
-    }))
+        object: crate::http::ListObject::List,
+        data,
+    })
 }

@@ -11,12 +11,12 @@ use gatehouse_actors::gateway::actor::{
     PutProvider, RotateMaster, SetDefaultModel,
 };
 use gatehouse_actors::gateway::profiles::{
-    header_allowed, header_value_allowed, StoredProvider, StoredTimeouts,
+    header_allowed, header_value_allowed, ProfileState, StoredProvider, StoredTimeouts,
 };
 use gatehouse_actors::gateway::Timeouts;
 use gatehouse_actors::secrets::MasterKey;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,39 +47,83 @@ fn now_ms(state: &AppState) -> i64 {
     (state.handles.now().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// A provider as the API shows it.
-pub fn view(p: &ProviderInfo) -> Value {
-    let profiles: Vec<Value> = p
+/// A provider as the API shows it (never a key).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Provider)]
+pub struct ProviderView {
+    pub name: String,
+    /// `openai` or `anthropic`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub base_url: String,
+    /// Listed models, or the ones discovered.
+    pub models: Vec<String>,
+    pub local: bool,
+    /// `config` (from the file; read-only here) or `api`.
+    pub source: &'static str,
+    /// Whether clients can call it now (egress allowed, a usable credential).
+    pub offered: bool,
+    pub timeouts: StoredTimeouts,
+    pub profiles: Vec<ProfileView>,
+}
+
+/// A credential profile of a provider (never its key).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Profile)]
+pub struct ProfileView {
+    pub name: String,
+    pub state: ProfileState,
+    /// Until when a `cooling` profile rests.
+    #[schema(required = true, format = DateTime)]
+    pub until: Option<String>,
+    pub order: i64,
+    /// `config`, `api` or `env`.
+    pub source: &'static str,
+}
+
+/// A profile just put, with its provider's name.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SavedProfile {
+    pub provider: String,
+    #[serde(flatten)]
+    pub profile: ProfileView,
+}
+
+/// A model alias: the targets it tries, primary first.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AliasView {
+    pub alias: String,
+    pub targets: Vec<String>,
+}
+
+pub fn view(p: &ProviderInfo) -> ProviderView {
+    let profiles = p
         .profiles
         .iter()
         .map(|q| {
             let until = q.until_ms.and_then(|ms| {
                 time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
             });
-            json!({
-                "name": q.name,
-                "state": q.state,
-                "until": until.map(crate::rfc3339),
-                "order": q.order,
-                "source": q.source,
-            })
+            ProfileView {
+                name: q.name.clone(),
+                state: q.state,
+                until: until.map(crate::rfc3339),
+                order: q.order,
+                source: q.source,
+            }
         })
         .collect();
-    json!({
-        "name": p.name,
-        "type": p.kind.as_str(),
-        "base_url": p.base_url,
-        "models": p.models,
-        "local": p.local,
-        "source": p.source,
-        "offered": p.offered,
-        "timeouts": {
-            "connect_ms": p.timeouts.connect_ms,
-            "first_byte_ms": p.timeouts.first_byte_ms,
-            "total_ms": p.timeouts.total_ms,
-        },
-        "profiles": profiles,
-    })
+    ProviderView {
+        name: p.name.clone(),
+        kind: p.kind.as_str(),
+        base_url: p.base_url.clone(),
+        models: p.models.clone(),
+        local: p.local,
+        source: p.source,
+        offered: p.offered,
+        timeouts: p.timeouts,
+        profiles,
+    }
 }
 
 pub async fn list(state: &AppState) -> Result<Vec<ProviderInfo>, ApiError> {
@@ -100,11 +144,15 @@ pub async fn get(state: &AppState, name: &str) -> Result<ProviderInfo, ApiError>
         .ok_or_else(|| ApiError::not_found(format!("no provider named {name:?}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderPut {
+    /// `openai` (any OpenAI-compatible API) or `anthropic`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(openai|anthropic)$")]
     pub kind: String,
+    /// `http://` or `https://`, with a host; no credentials, query or fragment.
+    #[schema(pattern = "^https?://[^/?#@\\s]+[^?#@\\s]*$", max_length = 2048)]
     pub base_url: String,
     #[serde(default)]
     pub models: Vec<String>,
@@ -114,7 +162,7 @@ pub struct ProviderPut {
     pub timeouts: Option<TimeoutsPut>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsPut {
     pub connect_ms: Option<u64>,
@@ -234,10 +282,14 @@ pub async fn delete_provider(state: &AppState, actor: &Actor, name: &str) -> Res
     Ok(())
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePut {
+    /// 1 to 4096 characters without spaces; never shown again.
+    #[schema(pattern = "^\\S{1,4096}$")]
     pub api_key: Option<String>,
+    /// Lower first.
+    #[schema(minimum = -1000000, maximum = 1000000)]
     pub order: Option<i64>,
     pub headers: Option<BTreeMap<String, String>>,
 }
@@ -249,7 +301,7 @@ pub async fn put_profile(
     provider: &str,
     name: &str,
     body: ProfilePut,
-) -> Result<(Value, bool), ApiError> {
+) -> Result<(SavedProfile, bool), ApiError> {
     check_name("profile", name)?;
     if let Some(k) = &body.api_key {
         if k.is_empty() || k.len() > 4096 || k.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -312,13 +364,17 @@ pub async fn put_profile(
     )
     .await;
     let info = get(state, provider).await?;
-    let listed = view(&info)["profiles"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
-        .unwrap_or_else(|| json!({"name": name}));
-    let mut out = listed;
-    out["provider"] = provider.into();
-    Ok((out, created))
+    // Listed unless another request removed it meanwhile.
+    let profile = view(&info)
+        .profiles
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no profile named {name:?}")))?;
+    let saved = SavedProfile {
+        provider: provider.to_owned(),
+        profile,
+    };
+    Ok((saved, created))
 }
 
 pub async fn delete_profile(
@@ -381,9 +437,11 @@ pub async fn test(state: &AppState, name: &str) -> Result<(u128, Vec<String>), A
     Ok((t.elapsed().as_millis(), models))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasPut {
+    /// 1 to 16 `provider/model` names, primary first.
+    #[schema(min_items = 1, max_items = 16)]
     pub targets: Vec<String>,
 }
 
@@ -392,7 +450,7 @@ pub async fn put_alias(
     actor: &Actor,
     alias: &str,
     body: AliasPut,
-) -> Result<(Value, bool), ApiError> {
+) -> Result<(AliasView, bool), ApiError> {
     if alias.is_empty()
         || alias.len() > 128
         || alias == "default"
@@ -422,7 +480,11 @@ pub async fn put_alias(
         json!({"targets": body.targets}),
     )
     .await;
-    Ok((json!({"alias": alias, "targets": body.targets}), created))
+    let view = AliasView {
+        alias: alias.to_owned(),
+        targets: body.targets,
+    };
+    Ok((view, created))
 }
 
 /// Sets what `default` resolves to (empty: back to the config file's).

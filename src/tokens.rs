@@ -5,12 +5,12 @@ use crate::accounts::{audit, Actor};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::AppState;
-use gatehouse_actors::model::{TokenRecord, UserRecord};
+use gatehouse_actors::model::{TokenRecord, TokenStatus, UserRecord};
 use gatehouse_actors::tokens::{CreateToken, RevokeToken, RotateToken, TokenInfo, TokenSpec};
 use gatehouse_actors::users::{GetUser, UserRef};
 use gatehouse_actors::GatehouseError;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use time::Duration;
 
@@ -20,20 +20,42 @@ pub const DEFAULT_GRACE: i64 = 3_600;
 pub const MAX_GRACE: i64 = 7 * 86_400;
 
 /// `POST /api/tokens`, and `gatehouse tokens issue`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// 1 to 100 printable characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// Seconds, 1 to 90 days (default 30 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 7776000)]
     pub expires_in: Option<i64>,
+    /// Default `["read", "write"]`; no more than the caller's own.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<TokenScope>>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+    /// The models it may call (`null`: any the user may).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub models: Option<Vec<String>>,
+    /// 1 to 100 CIDRs (`10.0.0.0/8`) or addresses it may be used from.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_ips: Option<Vec<String>>,
+    /// Seconds of non-use after which it expires, 1 to 90 days.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 7776000)]
     pub max_idle: Option<i64>,
+}
+
+/// A scope a token may hold.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documents `scopes`; `Scope::parse` reads them
+pub enum TokenScope {
+    Read,
+    Write,
+    Admin,
 }
 
 fn invalid(msg: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
@@ -231,40 +253,101 @@ pub async fn user_by_name(state: &AppState, name: &str) -> Result<Arc<UserRecord
 }
 
 /// A token as the API shows it: never the secret.
-pub fn view(state: &AppState, t: &TokenRecord, last_used: Option<time::OffsetDateTime>) -> Value {
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
+pub struct TokenView {
+    /// The token's id (its JWT's `jti`).
+    pub id: String,
+    /// Always `api_token`.
+    #[schema(inline)]
+    pub object: TokenObject,
+    pub name: String,
+    /// The owner's username (`null` once the user is gone).
+    #[schema(required = true)]
+    pub user: Option<String>,
+    pub user_id: String,
+    /// `read`, `write`, `admin`.
+    pub scopes: Vec<String>,
+    /// The models it may call (`null`: any the user may).
+    #[schema(required = true)]
+    pub models: Option<Vec<String>>,
+    /// CIDRs it may be used from (`null`: anywhere).
+    #[schema(required = true)]
+    pub allowed_ips: Option<Vec<String>>,
+    /// Seconds of non-use after which it expires.
+    #[schema(required = true)]
+    pub max_idle: Option<i64>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    pub status: TokenStatus,
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    /// The token this one replaced by rotation.
+    #[schema(required = true)]
+    pub rotated_from: Option<String>,
+    /// A rotated token works until then.
+    #[schema(required = true, format = DateTime)]
+    pub grace_until: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenObject {
+    ApiToken,
+}
+
+/// A token just issued or rotated: the record plus the secret, shown once.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: TokenView,
+    /// `gh_` and a compact JWS (EdDSA); never shown again.
+    pub token: String,
+}
+
+pub fn view(
+    state: &AppState,
+    t: &TokenRecord,
+    last_used: Option<time::OffsetDateTime>,
+) -> TokenView {
     let now = state.handles.now();
     let username = state
         .handles
         .user_view()
         .get(&t.user_id)
         .map(|u| u.username.clone());
-    json!({
-        "id": t.id,
-        "object": "api_token",
-        "name": t.name,
-        "user": username,
-        "user_id": t.user_id,
-        "scopes": t.scopes,
-        "models": t.models,
-        "allowed_ips": t.allowed_ips,
-        "max_idle": t.max_idle,
-        "created_at": crate::rfc3339(t.created_at),
-        "expires_at": crate::rfc3339(t.expires_at),
-        "status": t.status(now, last_used),
-        "last_used_at": last_used.or(t.last_used_at).map(crate::rfc3339),
-        "rotated_from": t.rotated_from,
-        "grace_until": t.grace_until.map(crate::rfc3339),
-        "revoked_at": t.revoked_at.map(crate::rfc3339),
-    })
+    TokenView {
+        id: t.id.clone(),
+        object: TokenObject::ApiToken,
+        name: t.name.clone(),
+        user: username,
+        user_id: t.user_id.clone(),
+        scopes: t.scopes.clone(),
+        models: t.models.clone(),
+        allowed_ips: t.allowed_ips.clone(),
+        max_idle: t.max_idle,
+        created_at: crate::rfc3339(t.created_at),
+        expires_at: crate::rfc3339(t.expires_at),
+        status: t.status(now, last_used),
+        last_used_at: last_used.or(t.last_used_at).map(crate::rfc3339),
+        rotated_from: t.rotated_from.clone(),
+        grace_until: t.grace_until.map(crate::rfc3339),
+        revoked_at: t.revoked_at.map(crate::rfc3339),
+    }
 }
 
-pub fn info_view(state: &AppState, i: &TokenInfo) -> Value {
+pub fn info_view(state: &AppState, i: &TokenInfo) -> TokenView {
     view(state, &i.record, i.last_used_at)
 }
 
 /// The answer to a creation or rotation: the record plus the secret, once.
-pub fn created_view(state: &AppState, secret: &str, t: &TokenRecord) -> Value {
-    let mut v = view(state, t, None);
-    v["token"] = Value::String(secret.to_owned());
-    v
+pub fn created_view(state: &AppState, secret: &str, t: &TokenRecord) -> CreatedToken {
+    CreatedToken {
+        record: view(state, t, None),
+        token: secret.to_owned(),
+    }
 }

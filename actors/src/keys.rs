@@ -10,7 +10,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -34,16 +33,37 @@ pub fn generate(now: OffsetDateTime) -> SigningKeyRecord {
 pub struct KeyRing {
     active: Option<(String, EncodingKey)>,
     decoding: HashMap<String, DecodingKey>,
-    jwks: Value,
+    jwks: Jwks,
+}
+
+/// A JSON Web Key Set (RFC 7517) of the Ed25519 keys that sign gateway tokens.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Jwks {
+    /// Newest first.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key that signs gateway tokens.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// `OKP`.
+    pub kty: &'static str,
+    /// `Ed25519`.
+    pub crv: &'static str,
+    /// The raw public key, base64url.
+    pub x: String,
+    pub kid: String,
+    /// `EdDSA`.
+    pub alg: &'static str,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub use_: &'static str,
 }
 
 impl KeyRing {
     /// From stored keys, oldest first: the newest signs.
     pub fn from_records(records: &[SigningKeyRecord]) -> Result<KeyRing, StoreError> {
-        let mut ring = KeyRing {
-            jwks: json!({"keys": []}),
-            ..Default::default()
-        };
+        let mut ring = KeyRing::default();
         let mut keys = Vec::new();
         for r in records {
             let der = STANDARD
@@ -53,10 +73,17 @@ impl KeyRing {
                 .map_err(|_| StoreError::Corrupt(format!("signing key {}", r.kid)))?;
             ring.decoding.insert(r.kid.clone(), decoding);
             ring.active = Some((r.kid.clone(), EncodingKey::from_ed_der(&der)));
-            keys.push(json!({"kty": "OKP", "crv": "Ed25519", "x": r.public, "kid": r.kid, "alg": "EdDSA", "use": "sig"}));
+            keys.push(Jwk {
+                kty: "OKP",
+                crv: "Ed25519",
+                x: r.public.clone(),
+                kid: r.kid.clone(),
+                alg: "EdDSA",
+                use_: "sig",
+            });
         }
         keys.reverse(); // newest first
-        ring.jwks = json!({ "keys": keys });
+        ring.jwks = Jwks { keys };
         Ok(ring)
     }
 
@@ -76,7 +103,7 @@ impl KeyRing {
     }
 
     /// `{"keys":[…]}`, newest first.
-    pub fn jwks(&self) -> &Value {
+    pub fn jwks(&self) -> &Jwks {
         &self.jwks
     }
 

@@ -4,6 +4,7 @@ use crate::ids::TokenHash;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 pub const ADMIN_ROLE: &str = "Admin";
 
@@ -27,14 +28,15 @@ impl std::fmt::Debug for PasswordHash {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LastLogin {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    #[schema(required = true, value_type = Option<String>)]
     pub ip: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Lock {
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -128,17 +130,22 @@ impl UserRecord {
 }
 
 /// The `User` object of API.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     pub id: String,
     pub username: String,
+    #[schema(required = true)]
     pub display_name: Option<String>,
+    #[schema(required = true)]
     pub avatar_url: Option<String>,
     pub roles: Vec<String>,
     pub auth: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[schema(required = true)]
     pub last_login: Option<LastLogin>,
+    #[schema(required = true)]
     pub locked: Option<Lock>,
 }
 
@@ -192,15 +199,18 @@ impl std::fmt::Debug for OAuthState {
 }
 
 /// One audit event (API.md "Edge rules").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEvent {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    #[schema(required = true)]
     pub actor: Option<String>,
     pub actor_name: String,
     pub action: String,
+    #[schema(required = true)]
     pub target: Option<String>,
+    #[schema(required = true, value_type = Option<String>)]
     pub ip: Option<IpAddr>,
     pub details: serde_json::Value,
 }
@@ -233,7 +243,7 @@ pub struct TokenRecord {
 }
 
 /// `active`, `expired` or `revoked` at `now`, given when it was last used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenStatus {
     Active,
@@ -343,7 +353,7 @@ impl UsageQuery {
 }
 
 /// Usage totals of one user and model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct UsageRow {
     pub user: String,
     pub user_id: String,
@@ -356,7 +366,7 @@ pub struct UsageRow {
 }
 
 /// Usage in one time bucket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct UsageBucket {
     #[serde(with = "time::serde::rfc3339")]
     pub start: OffsetDateTime,
@@ -365,7 +375,7 @@ pub struct UsageBucket {
 }
 
 /// Where a task is in its life (API.md "Tasks").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     PendingApproval,

@@ -137,20 +137,80 @@ impl Viewer {
     }
 }
 
-/// The task as the API shows it.
+/// The `Task` object of API.md, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Task)]
+pub struct TaskView {
+    pub id: String,
+    /// Always `task`.
+    #[schema(inline)]
+    pub object: TaskObject,
+    /// `chat.completion` or `agent.run`.
+    pub kind: String,
+    pub status: TaskStatus,
+    /// The model of a `chat.completion` task.
+    #[schema(required = true)]
+    pub model: Option<String>,
+    /// The owner's user id.
+    pub owner: String,
+    pub owner_name: String,
+    /// The gateway token that created it, if one did.
+    #[schema(required = true)]
+    pub token_id: Option<String>,
+    pub requires_approval: bool,
+    pub attempts: u32,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// What the task produced once it `succeeded` (for a chat completion,
+    /// the completion as the provider answered it).
+    #[schema(required = true)]
+    pub result: Option<Value>,
+    /// Why it `failed`.
+    #[schema(required = true)]
+    pub error: Option<Value>,
+}
+
+/// The `object` tag of a task.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskObject {
+    Task,
+}
+
+impl TaskView {
+    pub fn of(t: &TaskRecord) -> Self {
+        let at = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        TaskView {
+            id: t.id.clone(),
+            object: TaskObject::Task,
+            kind: t.kind.clone(),
+            status: t.status,
+            model: t
+                .input
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            owner: t.owner.clone(),
+            owner_name: t.owner_name.clone(),
+            token_id: t.token_id.clone(),
+            requires_approval: t.requires_approval,
+            attempts: t.attempts,
+            created_at: at(t.created_at),
+            updated_at: at(t.updated_at),
+            result: t.result.clone(),
+            error: t.error.clone(),
+        }
+    }
+}
+
+/// The task as the API shows it ([`TaskView`]).
 pub fn task_json(t: &TaskRecord) -> Value {
-    let at = |t: OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    json!({
-        "id": t.id, "object": "task", "kind": t.kind, "status": t.status.as_str(),
-        "model": t.input.get("model").and_then(Value::as_str),
-        "owner": t.owner, "owner_name": t.owner_name, "token_id": t.token_id,
-        "requires_approval": t.requires_approval, "attempts": t.attempts,
-        "created_at": at(t.created_at), "updated_at": at(t.updated_at),
-        "result": t.result, "error": t.error,
-    })
+    serde_json::to_value(TaskView::of(t)).unwrap_or(Value::Null)
 }
 
 fn status_event(t: &TaskRecord, now: OffsetDateTime, extra: Value) -> TaskEvent {

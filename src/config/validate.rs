@@ -529,6 +529,12 @@ fn limits(
         return Err(bad(format!("{key}.budget"), "must be 0 (none) or more"));
     }
     let period = duration(&format!("{key}.budget_period"), &raw.budget_period, false)?;
+    if period.as_secs() > gatehouse_actors::gateway::limits::MAX_BUDGET_PERIOD {
+        return Err(bad(
+            format!("{key}.budget_period"),
+            "must be at most 3650 days",
+        ));
+    }
     Ok(gatehouse_actors::gateway::Limits {
         rpm: raw.rpm,
         tpm: raw.tpm,

@@ -2,20 +2,60 @@
 
 use crate::accounts::{self, Actor};
 use crate::auth::{client_ip, Principal, Via};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::http::admin::{Deleted, SessionView};
+use crate::http::List;
 use crate::password::check_strength;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
+use gatehouse_actors::model::{LastLogin, Lock, UserView};
 use gatehouse_actors::session::{EndSessionById, EndUserSessions, ListSessions};
 use gatehouse_actors::store::EndSessions;
 use gatehouse_actors::users::{BeginLogin, FinishLogin, UserRef};
 use gatehouse_actors::GatehouseError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
+/// `GET /account/api/me`: a user, or a principal without a user record.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Me {
+    User(UserView),
+    Principal(PrincipalView),
+}
+
+/// A principal without a user record: the local admin
+/// (`auth.allow_anonymous_local`) or a bearer token of an external
+/// validator. Shaped as a `User` whose record fields are `null`, with its
+/// attributes and scopes.
+#[derive(Serialize, ToSchema)]
+pub struct PrincipalView {
+    pub id: String,
+    pub username: String,
+    #[schema(required = true)]
+    pub display_name: Option<String>,
+    #[schema(required = true)]
+    pub avatar_url: Option<String>,
+    pub roles: Vec<String>,
+    /// How it authenticated: `local`, or the external method (`jwks`, …).
+    pub auth: &'static str,
+    #[schema(required = true)]
+    pub created_at: Option<String>,
+    #[schema(required = true, value_type = Option<LastLogin>)]
+    pub last_login: Option<LastLogin>,
+    #[schema(required = true, value_type = Option<Lock>)]
+    pub locked: Option<Lock>,
+    pub attributes: BTreeMap<String, Vec<String>>,
+    pub scopes: Vec<&'static str>,
+}
+
+#[utoipa::path(get, path = "/account/api/me", tag = "account", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "The caller", body = Me)))]
 pub async fn me(principal: Principal) -> Result<HttpResponse, ApiError> {
     if let Some(u) = &principal.user {
-        return Ok(HttpResponse::Ok().json(u.view()));
+        return Ok(HttpResponse::Ok().json(Me::User(u.view())));
     }
     // A principal without a user record here: the local admin, or a bearer
     // token accepted by an external validator.
@@ -23,22 +63,41 @@ pub async fn me(principal: Principal) -> Result<HttpResponse, ApiError> {
         Via::External { method } => method,
         _ => "local",
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "id": principal.id, "username": principal.username, "display_name": null,
-        "avatar_url": null, "roles": principal.roles, "auth": auth,
-        "created_at": null, "last_login": null, "locked": null,
-        "attributes": principal.attributes, "scopes": principal.scopes.names(),
+    Ok(HttpResponse::Ok().json(Me::Principal(PrincipalView {
+        id: principal.id,
+        username: principal.username,
+        display_name: None,
+        avatar_url: None,
+        roles: principal.roles,
+        auth,
+        created_at: None,
+        last_login: None,
+        locked: None,
+        attributes: principal.attributes,
+        scopes: principal.scopes.names(),
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordChange {
     current: String,
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12, max_length = 1024)]
     new: String,
 }
 
 /// Changes the caller's own password: ends their other sessions, keeps this one.
 /// A wrong `current` counts as a failed sign-in for throttling.
+#[utoipa::path(post, path = "/account/api/password", tag = "account", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; the caller's other sessions are ended"),
+        (status = 403, description = "`invalid_current_password`, or `no_password` for an account without one", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "`weak_password`: shorter than 12 characters", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: a wrong `current` counts as a failed sign-in, and throttles as one",
+            body = ErrorBody, headers(("retry-after" = String))),
+    ))]
 pub async fn change_password(
     req: HttpRequest,
     principal: Principal,
@@ -105,6 +164,11 @@ pub async fn change_password(
 }
 
 /// The caller's sessions, with `"current": true` on this one.
+#[utoipa::path(get, path = "/account/api/sessions", tag = "account", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "The caller's sessions", body = List<SessionView>),
+        (status = 403, description = "`no_user`: the principal has no user record", body = ErrorBody),
+    ))]
 pub async fn sessions(
     principal: Principal,
     state: web::Data<AppState>,
@@ -121,16 +185,22 @@ pub async fn sessions(
     let current = principal.session_hash();
     let data: Vec<_> = all
         .iter()
-        .map(|s| {
-            let mut v = crate::http::admin::session_view(&state, s);
-            v["current"] = json!(Some(s.token_hash) == current);
-            v
+        .map(|s| SessionView {
+            current: Some(Some(s.token_hash) == current),
+            ..SessionView::of(&state, s)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(HttpResponse::Ok().json(List::of(data)))
 }
 
 /// Ends one of the caller's sessions (another user's is `404`).
+#[utoipa::path(delete, path = "/account/api/sessions/{id}", tag = "account", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The session's id (not its token)")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 403, description = "`no_user`", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's", body = ErrorBody),
+    ))]
 pub async fn delete_session(
     req: HttpRequest,
     principal: Principal,
@@ -163,6 +233,11 @@ pub async fn delete_session(
 }
 
 /// Ends every session of the caller but this one.
+#[utoipa::path(post, path = "/account/api/sessions/revoke-others", tag = "account", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "How many sessions ended", body = Deleted),
+        (status = 403, description = "`no_user`", body = ErrorBody),
+    ))]
 pub async fn revoke_others(
     req: HttpRequest,
     principal: Principal,
@@ -196,5 +271,5 @@ pub async fn revoke_others(
         json!({"deleted_count": n}),
     )
     .await;
-    Ok(HttpResponse::Ok().json(json!({"deleted_count": n})))
+    Ok(HttpResponse::Ok().json(Deleted { deleted_count: n }))
 }

@@ -4,17 +4,21 @@
 
 use crate::accounts::{self, Actor};
 use crate::auth::{client_ip, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::http::List;
+use crate::tokens::TokenView;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
+use gatehouse_actors::model::{AuditEvent, UserView};
 use gatehouse_actors::model::{TokenStatus, UserRecord};
 use gatehouse_actors::session::{EndSessionById, ListSessions, SessionInfo};
 use gatehouse_actors::store::EndSessions;
 use gatehouse_actors::tokens::ListTokens;
 use gatehouse_actors::users::{ListAudit, UserRef};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
 
 fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
     Actor {
@@ -24,8 +28,8 @@ fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
     }
 }
 
-fn list(data: Vec<Value>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+fn list<T: serde::Serialize>(data: Vec<T>) -> HttpResponse {
+    HttpResponse::Ok().json(List::of(data))
 }
 
 async fn user_named(state: &AppState, name: &str) -> Result<std::sync::Arc<UserRecord>, ApiError> {
@@ -39,20 +43,34 @@ async fn user_named(state: &AppState, name: &str) -> Result<std::sync::Arc<UserR
 
 // --- users ----------------------------------------------------------------
 
+#[utoipa::path(get, path = "/admin/api/users", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "Every user", body = List<UserView>)))]
 pub async fn users(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let all = accounts::list_users(&state).await?;
-    Ok(list(all.iter().map(|u| json!(u.view())).collect()))
+    Ok(list(all.iter().map(|u| u.view()).collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     username: String,
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
     #[serde(default)]
     admin: bool,
 }
 
+#[utoipa::path(post, path = "/admin/api/users", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 409, description = "`username_taken`", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_username` or `weak_password`", body = ErrorBody),
+    ))]
 pub async fn create_user(
     req: HttpRequest,
     p: Principal,
@@ -72,13 +90,24 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(user.view()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
 }
 
 /// Sets a user's password and ends all their sessions.
+#[utoipa::path(put, path = "/admin/api/users/{name}/password", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The username")),
+    request_body = NewPassword,
+    responses(
+        (status = 204, description = "Set; every session of the user ended"),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "`weak_password`", body = ErrorBody),
+    ))]
 pub async fn set_password(
     req: HttpRequest,
     p: Principal,
@@ -98,13 +127,21 @@ pub async fn set_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockBody {
     reason: Option<String>,
 }
 
 /// Not yourself, and not another admin (409).
+#[utoipa::path(post, path = "/admin/api/users/{name}/lock", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The username")),
+    request_body(content = Option<LockBody>, description = "Optional; an empty body locks without a reason"),
+    responses(
+        (status = 200, description = "Locked; the user's sessions ended", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "`cannot_lock_self` or `cannot_lock_admin`", body = ErrorBody),
+    ))]
 pub async fn lock(
     req: HttpRequest,
     p: Principal,
@@ -133,6 +170,12 @@ pub async fn lock(
     Ok(HttpResponse::Ok().json(user.view()))
 }
 
+#[utoipa::path(post, path = "/admin/api/users/{name}/unlock", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The username")),
+    responses(
+        (status = 200, description = "Unlocked", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 pub async fn unlock(
     req: HttpRequest,
     p: Principal,
@@ -144,6 +187,13 @@ pub async fn unlock(
     Ok(HttpResponse::Ok().json(user.view()))
 }
 
+#[utoipa::path(delete, path = "/admin/api/users/{name}", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The username")),
+    responses(
+        (status = 204, description = "Removed, with their sessions and tokens"),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "`cannot_delete_self`", body = ErrorBody),
+    ))]
 pub async fn delete_user(
     req: HttpRequest,
     p: Principal,
@@ -164,21 +214,82 @@ pub async fn delete_user(
 // --- sessions -------------------------------------------------------------
 
 /// A session row: never the token; `user` and `user_id`.
-pub fn session_view(state: &AppState, s: &SessionInfo) -> Value {
-    let user = state
-        .handles
-        .user_view()
-        .get(&s.user_id)
-        .map(|u| u.username.clone());
-    json!({
-        "id": s.id, "user": user, "user_id": s.user_id, "via": s.via,
-        "created_at": crate::rfc3339(s.created_at), "expires_at": crate::rfc3339(s.expires_at),
-        "last_seen_at": crate::rfc3339(s.last_seen_at), "ip": s.ip, "user_agent": s.user_agent,
-    })
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
+pub struct SessionView {
+    /// The session's public id (not its token).
+    pub id: String,
+    /// The username (`null` once the user is gone).
+    #[schema(required = true)]
+    pub user: Option<String>,
+    pub user_id: String,
+    /// How it signed in: `password`, `github`, `oidc:NAME`.
+    pub via: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub last_seen_at: String,
+    #[schema(required = true, value_type = Option<String>)]
+    pub ip: Option<std::net::IpAddr>,
+    #[schema(required = true)]
+    pub user_agent: Option<String>,
+    /// In the caller's own list only: whether this is the session asking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub current: Option<bool>,
 }
 
-#[derive(Deserialize)]
+impl SessionView {
+    pub fn of(state: &AppState, s: &SessionInfo) -> Self {
+        let user = state
+            .handles
+            .user_view()
+            .get(&s.user_id)
+            .map(|u| u.username.clone());
+        SessionView {
+            id: s.id.clone(),
+            user,
+            user_id: s.user_id.clone(),
+            via: s.via.clone(),
+            created_at: crate::rfc3339(s.created_at),
+            expires_at: crate::rfc3339(s.expires_at),
+            last_seen_at: crate::rfc3339(s.last_seen_at),
+            ip: s.ip,
+            user_agent: s.user_agent.clone(),
+            current: None,
+        }
+    }
+}
+
+/// How many sessions a bulk revocation ended.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted_count: u64,
+}
+
+/// Live sessions, in all and per username.
+#[derive(Serialize, ToSchema)]
+pub struct SessionStats {
+    pub total_sessions: usize,
+    pub unique_users: usize,
+    pub user_sessions: BTreeMap<String, u64>,
+}
+
+/// Tokens by status.
+#[derive(Serialize, ToSchema)]
+pub struct TokenStats {
+    pub total: usize,
+    pub active: usize,
+    pub expired: usize,
+    pub revoked: usize,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilter {
+    /// Only this user's (a username).
     user: Option<String>,
 }
 
@@ -197,14 +308,28 @@ async fn sessions_of(state: &AppState, user: Option<&str>) -> Result<Vec<Session
         .await??)
 }
 
+#[utoipa::path(get, path = "/admin/api/sessions", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(UserFilter),
+    responses(
+        (status = 200, description = "Live sessions", body = List<SessionView>),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 pub async fn sessions(
     q: web::Query<UserFilter>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let all = sessions_of(&state, q.user.as_deref()).await?;
-    Ok(list(all.iter().map(|s| session_view(&state, s)).collect()))
+    Ok(list(
+        all.iter().map(|s| SessionView::of(&state, s)).collect(),
+    ))
 }
 
+#[utoipa::path(delete, path = "/admin/api/sessions/{id}", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The session's id")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 404, description = "No such session", body = ErrorBody),
+    ))]
 pub async fn delete_session(
     req: HttpRequest,
     p: Principal,
@@ -230,12 +355,19 @@ pub async fn delete_session(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeUser {
     username: String,
 }
 
+#[utoipa::path(post, path = "/admin/api/sessions/revoke-user", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    request_body = RevokeUser,
+    responses(
+        (status = 200, description = "How many sessions ended", body = Deleted),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+    ))]
 pub async fn revoke_user_sessions(
     req: HttpRequest,
     p: Principal,
@@ -256,9 +388,11 @@ pub async fn revoke_user_sessions(
         json!({"deleted_count": n}),
     )
     .await;
-    Ok(HttpResponse::Ok().json(json!({"deleted_count": n})))
+    Ok(HttpResponse::Ok().json(Deleted { deleted_count: n }))
 }
 
+#[utoipa::path(get, path = "/admin/api/sessions/stats", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "Session counts", body = SessionStats)))]
 pub async fn session_stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let all = sessions_of(&state, None).await?;
     let mut per_user: BTreeMap<String, u64> = BTreeMap::new();
@@ -270,11 +404,21 @@ pub async fn session_stats(state: web::Data<AppState>) -> Result<HttpResponse, A
             .map_or_else(|| s.user_id.clone(), |u| u.username.clone());
         *per_user.entry(name).or_default() += 1;
     }
-    Ok(HttpResponse::Ok().json(json!({"total_sessions": all.len(), "unique_users": per_user.len(), "user_sessions": per_user})))
+    Ok(HttpResponse::Ok().json(SessionStats {
+        total_sessions: all.len(),
+        unique_users: per_user.len(),
+        user_sessions: per_user,
+    }))
 }
 
 // --- tokens ---------------------------------------------------------------
 
+#[utoipa::path(get, path = "/admin/api/tokens", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(UserFilter),
+    responses(
+        (status = 200, description = "Every token (never a secret), with its status", body = List<TokenView>),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 pub async fn tokens(
     q: web::Query<UserFilter>,
     state: web::Data<AppState>,
@@ -291,6 +435,8 @@ pub async fn tokens(
     ))
 }
 
+#[utoipa::path(get, path = "/admin/api/tokens/stats", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "Token counts by status", body = TokenStats)))]
 pub async fn token_stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let all = state
         .handles
@@ -303,23 +449,42 @@ pub async fn token_stats(state: web::Data<AppState>) -> Result<HttpResponse, Api
             .filter(|t| t.record.status(now, t.last_used_at) == want)
             .count()
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "total": all.len(), "active": count(TokenStatus::Active), "expired": count(TokenStatus::Expired), "revoked": count(TokenStatus::Revoked),
-    })))
+    Ok(HttpResponse::Ok().json(TokenStats {
+        total: all.len(),
+        active: count(TokenStatus::Active),
+        expired: count(TokenStatus::Expired),
+        revoked: count(TokenStatus::Revoked),
+    }))
 }
 
 // --- audit and config -----------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Events by or about this username.
     user: Option<String>,
+    /// Only this action (`auth.login.success`, `user.lock`, …).
     action: Option<String>,
+    /// RFC 3339; only events at or after it.
     since: Option<String>,
+    /// `jsonl` for an export, one event per line.
     format: Option<String>,
+    /// At most this many (1 to 10000, default 1000).
     limit: Option<usize>,
 }
 
 /// Newest first; `?format=jsonl` for export.
+#[utoipa::path(get, path = "/admin/api/audit", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit events, newest first",
+            content(
+                (List<AuditEvent> = "application/json"),
+                (String = "application/x-ndjson"),
+            )),
+        (status = 422, description = "`since` is not an RFC 3339 time", body = ErrorBody),
+    ))]
 pub async fn audit(
     q: web::Query<AuditQuery>,
     state: web::Data<AppState>,
@@ -359,9 +524,11 @@ pub async fn audit(
             .content_type("application/x-ndjson")
             .body(body));
     }
-    Ok(list(wanted.map(|e| json!(e)).collect()))
+    Ok(list(wanted.collect()))
 }
 
+#[utoipa::path(get, path = "/admin/api/config", tag = "admin", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "The effective config; every secret `***`", body = Object)))]
 pub async fn config(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.config.redacted_json())
 }

@@ -2,22 +2,53 @@
 
 use crate::accounts::{audit, Actor};
 use crate::auth::{client_ip, Principal, Via, SESSION_COOKIE};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::http::List;
 use crate::password::MAX_PASSWORD_LEN;
 use crate::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use gatehouse_actors::model::UserView;
 use gatehouse_actors::session::{CreateSession, EndSession};
 use gatehouse_actors::users::{BeginLogin, FinishLogin};
 use gatehouse_actors::GatehouseError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     username: String,
     password: String,
+}
+
+/// A successful sign-in (the session token is only in the cookie).
+#[derive(Serialize, ToSchema)]
+pub struct SignedIn {
+    pub user: UserView,
+}
+
+/// The caller's session.
+#[derive(Serialize, ToSchema)]
+pub struct SessionNow {
+    pub user: UserView,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// A sign-in method that is on.
+#[derive(Serialize, ToSchema)]
+pub struct SignInMethod {
+    /// `password`, `github` or `oidc:NAME`.
+    pub id: String,
+    pub name: String,
+    /// `password`, `oauth` or `oidc`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Where the browser starts the sign-in (not for `password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Opens a session for `user` (after any sign-in) and audits it; answers
@@ -84,6 +115,19 @@ fn cleared_cookie(state: &AppState) -> Cookie<'static> {
     c
 }
 
+/// Signs in with a username and password; the session goes into the
+/// `gatehouse_session` cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie: gatehouse_session=…`", body = SignedIn,
+            headers(("set-cookie" = String, description = "The session cookie"))),
+        (status = 401, description = "`invalid_credentials` (or `no_users`)", body = ErrorBody),
+        (status = 403, description = "`account_locked`, only after a correct password", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 429, description = "Throttled; see `Retry-After`", body = ErrorBody,
+            headers(("retry-after" = String))),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
     req: HttpRequest,
@@ -165,10 +209,13 @@ pub async fn login(
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&state, &token, ttl))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({"user": user.view()})))
+        .json(SignedIn { user: user.view() }))
 }
 
 /// Ends the caller's session (if any) and clears the cookie.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    security((), ("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 204, description = "Signed out; the cookie is cleared")))]
 pub async fn logout(
     req: HttpRequest,
     principal: Option<Principal>,
@@ -195,6 +242,10 @@ pub async fn logout(
         .finish())
 }
 
+/// The caller's session: a session credential only.
+#[utoipa::path(get, path = "/auth/session", tag = "auth",
+    security(("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "The session and its user", body = SessionNow)))]
 pub async fn session(
     principal: Principal,
     state: web::Data<AppState>,
@@ -208,23 +259,38 @@ pub async fn session(
         .validate(&token_hash, state.handles.now())
         .ok_or_else(ApiError::unauthenticated)?;
     let user = principal.user.ok_or_else(ApiError::unauthenticated)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "user": user.view(),
-        "expires_at": crate::rfc3339(s.record.expires_at),
-    })))
+    Ok(HttpResponse::Ok().json(SessionNow {
+        user: user.view(),
+        expires_at: crate::rfc3339(s.record.expires_at),
+    }))
 }
 
-/// Which sign-in methods are on.
+/// Which sign-in methods are on (for the sign-in page).
+#[utoipa::path(get, path = "/auth/providers", tag = "auth",
+    responses((status = 200, description = "The sign-in methods", body = List<SignInMethod>)))]
 pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
     let auth = &state.config.auth;
-    let mut list = vec![json!({"id": "password", "name": "Password", "type": "password"})];
+    let mut list = vec![SignInMethod {
+        id: "password".into(),
+        name: "Password".into(),
+        kind: "password",
+        url: None,
+    }];
     if auth.github.is_some() {
-        list.push(
-            json!({"id": "github", "name": "GitHub", "type": "oauth", "url": "/auth/github"}),
-        );
+        list.push(SignInMethod {
+            id: "github".into(),
+            name: "GitHub".into(),
+            kind: "oauth",
+            url: Some("/auth/github".into()),
+        });
     }
     for name in auth.oidc.keys() {
-        list.push(json!({"id": format!("oidc:{name}"), "name": name, "type": "oidc", "url": format!("/auth/oidc/{name}")}));
+        list.push(SignInMethod {
+            id: format!("oidc:{name}"),
+            name: name.clone(),
+            kind: "oidc",
+            url: Some(format!("/auth/oidc/{name}")),
+        });
     }
-    HttpResponse::Ok().json(json!({"object": "list", "data": list}))
+    HttpResponse::Ok().json(List::of(list))
 }

@@ -3,13 +3,19 @@
 //! serves avatars.
 
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use gatehouse_actors::users::{GetAvatar, PutAvatar};
 
 pub const MAX_AVATAR: usize = 1024 * 1024;
+
+/// An image's bytes (PNG, JPEG or WebP).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documents a raw body
+pub struct Image(Vec<u8>);
 
 /// The image type the bytes are, whatever the client says.
 pub fn sniff(data: &[u8]) -> Option<&'static str> {
@@ -24,6 +30,20 @@ pub fn sniff(data: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// Uploads the caller's avatar: the raw image, with its `Content-Type`.
+#[utoipa::path(put, path = "/account/api/avatar", tag = "account", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    request_body(description = "The image, at most 1 MiB; checked by content",
+        content(
+            (Image = "image/png"),
+            (Image = "image/jpeg"),
+            (Image = "image/webp"),
+        )),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 403, description = "`no_user`: the principal has no user record", body = ErrorBody),
+        (status = 413, description = "Over 1 MiB", body = ErrorBody),
+        (status = 422, description = "`invalid_image`: not a PNG, JPEG or WebP image of its declared type", body = ErrorBody),
+    ))]
 pub async fn put(
     req: HttpRequest,
     principal: Principal,
@@ -65,6 +85,18 @@ pub async fn put(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A user's avatar, to anyone (as GitHub serves avatars).
+#[utoipa::path(get, path = "/avatars/{user_id}", tag = "account",
+    params(("user_id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The image",
+            content(
+                (Image = "image/png"),
+                (Image = "image/jpeg"),
+                (Image = "image/webp"),
+            )),
+        (status = 404, description = "No such user, or no avatar uploaded", body = ErrorBody),
+    ))]
 pub async fn get(
     id: web::Path<String>,
     state: web::Data<AppState>,

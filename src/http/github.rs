@@ -5,7 +5,7 @@
 use crate::accounts::{audit, Actor};
 use crate::auth::client_ip;
 use crate::config::GithubConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::auth::session_cookie;
 use crate::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
@@ -17,6 +17,7 @@ use gatehouse_actors::users::UpsertExternalUser;
 use gatehouse_actors::GatehouseError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 pub const OAUTH_COOKIE: &str = "gatehouse_oauth";
 
@@ -79,12 +80,22 @@ pub(crate) fn oauth_cookie(
         .finish()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Start {
+    /// A local path to return to after sign-in (anything else is ignored).
     next: Option<String>,
 }
 
 /// `GET /auth/github[?next=/path]`: 302 to GitHub with state and PKCE.
+#[utoipa::path(get, path = "/auth/github", tag = "auth",
+    params(Start),
+    responses(
+        (status = 302, description = "To GitHub's authorize URL (with `state`, PKCE S256 and `scope`); sets the `gatehouse_oauth` cookie",
+            headers(("location" = String), ("set-cookie" = String))),
+        (status = 404, description = "GitHub sign-in is not configured", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("retry-after" = String))),
+    ))]
 pub async fn start(
     req: HttpRequest,
     query: web::Query<Start>,
@@ -141,10 +152,12 @@ pub(crate) fn to_provider(state: &AppState, location: String, browser: &str) -> 
 }
 
 /// What a provider sends the browser back with.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Callback {
     pub(crate) code: Option<String>,
     pub(crate) state: Option<String>,
+    /// The provider's error code (`access_denied`, …).
     pub(crate) error: Option<String>,
 }
 
@@ -179,7 +192,24 @@ pub(crate) fn failure(req: &HttpRequest, e: ApiError) -> HttpResponse {
         .body(body)
 }
 
-/// `GET /auth/github/callback?code&state`.
+/// `GET /auth/github/callback?code&state`: errors are an HTML page when
+/// the client accepts `text/html`.
+#[utoipa::path(get, path = "/auth/github/callback", tag = "auth",
+    params(Callback),
+    responses(
+        (status = 302, description = "Signed in: the session cookie is set and the browser sent to `next` or `/`",
+            headers(("location" = String), ("set-cookie" = String))),
+        (status = 400, description = "`invalid_state`, `invalid_request` (no code), or the provider's `error` code",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 403, description = "`not_allowed` or `account_locked`",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 404, description = "This sign-in method is not configured",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 502, description = "`upstream_error`: the provider could not complete the sign-in",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 503, description = "`service_unavailable`",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+    ))]
 pub async fn callback(
     req: HttpRequest,
     query: web::Query<Callback>,

@@ -2,10 +2,11 @@
 
 use crate::accounts::Actor;
 use crate::auth::{client_ip, Principal};
-use crate::error::ApiError;
-use crate::limits::{self as svc, LimitsPut};
+use crate::error::{ApiError, ErrorBody};
+use crate::limits::{self as svc, LimitsList, LimitsPut, LimitsView};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa::ToSchema;
 
 fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
     Actor {
@@ -13,6 +14,15 @@ fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
         name: p.username.clone(),
         ip: client_ip(req, &state.config.server.trusted_proxies),
     }
+}
+
+/// What limits are set on.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a path parameter's schema; the handlers match the string
+pub enum SubjectKind {
+    Users,
+    Tokens,
 }
 
 /// `users/{name}` or `tokens/{id}` → the subject.
@@ -24,10 +34,21 @@ async fn subject(state: &AppState, kind: &str, id: &str) -> Result<String, ApiEr
     }
 }
 
+#[utoipa::path(get, path = "/admin/api/limits", tag = "limits", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "The defaults and every override", body = LimitsList)))]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(svc::list(&state).await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/limits/{kind}/{id}", tag = "limits", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(
+        ("kind" = SubjectKind, Path, description = "`users` or `tokens`"),
+        ("id" = String, Path, description = "A username, or a token's id"),
+    ),
+    responses(
+        (status = 200, description = "Where the subject stands", body = LimitsView),
+        (status = 404, description = "No such user or token (or kind)", body = ErrorBody),
+    ))]
 pub async fn get(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
@@ -36,6 +57,18 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(svc::view(&state, &s).await?))
 }
 
+#[utoipa::path(put, path = "/admin/api/limits/{kind}/{id}", tag = "limits", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(
+        ("kind" = SubjectKind, Path, description = "`users` or `tokens`"),
+        ("id" = String, Path, description = "A username, or a token's id"),
+    ),
+    request_body = LimitsPut,
+    responses(
+        (status = 200, description = "Set; where the subject stands now", body = LimitsView),
+        (status = 404, description = "No such user or token (or kind)", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "An invalid value", body = ErrorBody),
+    ))]
 pub async fn put(
     req: HttpRequest,
     p: Principal,
@@ -49,6 +82,15 @@ pub async fn put(
     Ok(HttpResponse::Ok().json(svc::view(&state, &s).await?))
 }
 
+#[utoipa::path(delete, path = "/admin/api/limits/{kind}/{id}", tag = "limits", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(
+        ("kind" = SubjectKind, Path, description = "`users` or `tokens`"),
+        ("id" = String, Path, description = "A username, or a token's id"),
+    ),
+    responses(
+        (status = 204, description = "Cleared: the defaults apply"),
+        (status = 404, description = "No such user or token (or kind)", body = ErrorBody),
+    ))]
 pub async fn delete(
     req: HttpRequest,
     p: Principal,

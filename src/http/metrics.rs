@@ -2,7 +2,7 @@
 
 use crate::auth::{Authenticate, Principal, Scope};
 use crate::config::MetricsAccess;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{guard, web, HttpResponse};
@@ -38,7 +38,14 @@ fn local_scrape(ctx: &guard::GuardContext<'_>) -> bool {
     loopback_mode && local_unproxied(head.peer_addr.map(|a| a.ip()), &head.headers)
 }
 
-/// A scrape with credentials (or from elsewhere): admins only.
+/// A scrape with credentials (or from elsewhere): admins only. Open to a
+/// local scrape when `[server] metrics = "loopback"`.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    security((), ("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 404, description = "Metrics are off (`[server] metrics = \"off\"`)", body = ErrorBody),
+    ))]
 pub async fn metrics(
     principal: Result<Principal, ApiError>,
     state: web::Data<AppState>,

@@ -9,6 +9,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod oidc;
+pub mod openapi;
 pub mod pages;
 pub mod providers;
 pub mod tasks;
@@ -20,6 +21,45 @@ use crate::auth::Authenticate;
 use crate::error::json_error;
 use crate::gateway::proxy::Surface;
 use actix_web::web;
+
+/// Every list response: `{"object": "list", "data": [...]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    /// Always `list`.
+    #[schema(inline)]
+    pub object: ListObject,
+    pub data: Vec<T>,
+}
+
+impl<T> List<T> {
+    pub fn of(data: Vec<T>) -> Self {
+        List {
+            object: ListObject::List,
+            data,
+        }
+    }
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListObject {
+    List,
+}
+
+/// One server-sent event as a client reads it off a `text/event-stream`
+/// answer (the model API's streams: `event` is `message`, the default).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents a stream; the proxy passes the provider's bytes on
+pub struct ServerSentEvent {
+    /// A JSON object, or `[DONE]` at the end of an OpenAI stream.
+    data: String,
+    #[schema(nullable = false)]
+    event: Option<String>,
+    #[schema(nullable = false)]
+    id: Option<String>,
+    #[schema(nullable = false)]
+    retry: Option<u64>,
+}
 
 /// Reads a body of at most `limit` bytes; more is a `413` in the API's shape
 /// (actix's own `Bytes` extractor would answer in plain text).
@@ -74,6 +114,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
     cfg.app_data(web::Data::new(
         crate::gateway::clients::WorkerClients::default(),
     ));
+    // A query string that does not parse is a 400 in the API's shape.
+    cfg.app_data(web::QueryConfig::default().error_handler(crate::error::query_error));
     cfg.service(
         web::scope("/v1")
             .wrap(Authenticate)
@@ -86,10 +128,17 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/tasks/{id}", web::get().to(tasks::get))
             .route("/tasks/{id}/events", web::get().to(tasks::events))
             .route("/tasks/{id}/wait", web::post().to(tasks::wait))
-            .route("/tasks/{id}/{action}", web::post().to(tasks::action)),
+            .route("/tasks/{id}/approve", web::post().to(tasks::approve))
+            .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+            .route("/tasks/{id}/retry", web::post().to(tasks::retry)),
     );
     metrics::routes(cfg);
     cfg.route("/health", web::get().to(health::health))
+        .service(
+            web::resource("/openapi.json")
+                .app_data(web::Data::new(openapi::Document::new()))
+                .route(web::get().to(openapi::document)),
+        )
         .route("/ready", web::get().to(health::ready))
         .service(
             web::scope("/auth")

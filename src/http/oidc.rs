@@ -7,7 +7,7 @@
 use crate::accounts::{audit, Actor};
 use crate::auth::client_ip;
 use crate::auth::oidc::OidcProvider;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::github::{failure, local_next, read_json, to_provider, Callback, OAUTH_COOKIE};
 use crate::AppState;
 use actix_web::http::{header, StatusCode};
@@ -17,9 +17,10 @@ use gatehouse_actors::ids::{new_secret_token, TokenHash};
 use gatehouse_actors::oauth::{pkce_pair, ConsumeState, CreateState};
 use gatehouse_actors::session::EndExternalSessions;
 use gatehouse_actors::users::UpsertExternalUser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
@@ -57,12 +58,23 @@ fn redirect_uri(req: &HttpRequest, state: &AppState, p: &OidcProvider) -> String
     format!("{scheme}://{host}/auth/oidc/{}/callback", p.name)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Start {
+    /// A local path to return to after sign-in (anything else is ignored).
     next: Option<String>,
 }
 
 /// `GET /auth/oidc/{name}[?next=/path]`: 302 to the provider.
+#[utoipa::path(get, path = "/auth/oidc/{name}", tag = "auth",
+    params(("name" = String, Path, description = "The `[auth.oidc.NAME]` provider"), Start),
+    responses(
+        (status = 302, description = "To the provider's authorization endpoint (with `state`, `nonce` and PKCE S256); sets the `gatehouse_oauth` cookie",
+            headers(("location" = String), ("set-cookie" = String))),
+        (status = 404, description = "No such sign-in provider", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("retry-after" = String))),
+        (status = 502, description = "`upstream_error`: the provider's discovery failed", body = ErrorBody),
+    ))]
 pub async fn start(
     req: HttpRequest,
     name: web::Path<String>,
@@ -108,7 +120,24 @@ pub async fn start(
     Ok(to_provider(&state, location, &browser))
 }
 
-/// `GET /auth/oidc/{name}/callback?code&state`.
+/// `GET /auth/oidc/{name}/callback?code&state`: errors are an HTML page
+/// when the client accepts `text/html`.
+#[utoipa::path(get, path = "/auth/oidc/{name}/callback", tag = "auth",
+    params(("name" = String, Path, description = "The `[auth.oidc.NAME]` provider"), Callback),
+    responses(
+        (status = 302, description = "Signed in: the session cookie is set and the browser sent to `next` or `/`",
+            headers(("location" = String), ("set-cookie" = String))),
+        (status = 400, description = "`invalid_state`, `invalid_request` (no code), or the provider's `error` code",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 403, description = "`not_allowed` or `account_locked`",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 404, description = "This sign-in method is not configured",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 502, description = "`upstream_error`: the provider could not complete the sign-in",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 503, description = "`service_unavailable`",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+    ))]
 pub async fn callback(
     req: HttpRequest,
     name: web::Path<String>,
@@ -322,7 +351,33 @@ fn login_name(claims: &Map<String, Value>, sub: &str) -> String {
     }
 }
 
+/// A back-channel logout request (OpenID Connect Back-Channel Logout 1.0).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the form; the handler reads it by hand
+pub struct LogoutForm {
+    /// A logout token (a JWT signed by the provider).
+    logout_token: String,
+}
+
+/// The refusal of a back-channel logout, in OAuth's error shape.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthError {
+    /// `invalid_request`.
+    pub error: &'static str,
+    pub error_description: &'static str,
+}
+
 /// `POST /auth/oidc/{name}/backchannel-logout` with a form `logout_token`.
+#[utoipa::path(post, path = "/auth/oidc/{name}/backchannel-logout", tag = "auth",
+    params(("name" = String, Path, description = "The `[auth.oidc.NAME]` provider")),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The sessions of that provider session (`sid`) or user (`sub`) ended"),
+        (status = 400, description = "Not a valid logout token (or no such provider)", body = OAuthError),
+        (status = 401, description = "`no_users`: no user exists yet", body = ErrorBody),
+        (status = 403, description = "A credential sent with it may not be used here", body = ErrorBody),
+        (status = 503, description = "The sessions could not be ended now"),
+    ))]
 pub async fn backchannel_logout(
     name: web::Path<String>,
     body: web::Bytes,
@@ -332,7 +387,10 @@ pub async fn backchannel_logout(
         tracing::warn!(why, "back-channel logout refused");
         HttpResponse::BadRequest()
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(json!({"error": "invalid_request", "error_description": "invalid logout token"}))
+            .json(OAuthError {
+                error: "invalid_request",
+                error_description: "invalid logout token",
+            })
     };
     let Some(p) = state.oidc.get(&name) else {
         return refuse("unknown provider");

@@ -53,6 +53,18 @@ fn page(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// Every path this module serves with its content type: the pages, then `/static/…`.
+pub fn served() -> impl Iterator<Item = (String, &'static str)> {
+    PAGES
+        .iter()
+        .map(|p| ((*p).to_owned(), "text/html; charset=utf-8"))
+        .chain(
+            STATIC
+                .iter()
+                .map(|(name, ct, _)| (format!("/static/{name}"), *ct)),
+        )
+}
+
 /// Mounts the pages (`/`, `/account`, `/tasks`, `/tokens`, `/admin`) and `/static/…`.
 /// Separate from [`crate::configure`] so that a product embedding Gatehouse
 /// keeps its own `/`.

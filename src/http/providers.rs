@@ -4,11 +4,13 @@
 use crate::accounts::Actor;
 use crate::auth::client_ip;
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::http::List;
 use crate::providers::{self as svc, AliasPut, ProfilePut, ProviderPut};
+use crate::providers::{AliasView, ProviderView, SavedProfile};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use utoipa::ToSchema;
 
 fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
     Actor {
@@ -18,7 +20,7 @@ fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
     }
 }
 
-fn saved(created: bool, body: serde_json::Value) -> HttpResponse {
+fn saved(created: bool, body: impl serde::Serialize) -> HttpResponse {
     if created {
         HttpResponse::Created().json(body)
     } else {
@@ -26,11 +28,19 @@ fn saved(created: bool, body: serde_json::Value) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/admin/api/providers", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses((status = 200, description = "Every provider, from the config and the API", body = List<ProviderView>)))]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let data: Vec<_> = svc::list(&state).await?.iter().map(svc::view).collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(HttpResponse::Ok().json(List::of(data)))
 }
 
+#[utoipa::path(get, path = "/admin/api/providers/{name}", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    responses(
+        (status = 200, description = "The provider", body = ProviderView),
+        (status = 404, description = "No such provider", body = ErrorBody),
+    ))]
 pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -38,6 +48,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(svc::view(&svc::get(&state, &path).await?)))
 }
 
+#[utoipa::path(put, path = "/admin/api/providers/{name}", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    request_body = ProviderPut,
+    responses(
+        (status = 200, description = "Changed (its profiles are kept)", body = ProviderView),
+        (status = 201, description = "Added", body = ProviderView),
+        (status = 409, description = "`config_provider`: defined in the config file", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "`egress_denied` or an invalid value", body = ErrorBody),
+    ))]
 pub async fn put(
     req: HttpRequest,
     p: Principal,
@@ -50,6 +70,13 @@ pub async fn put(
     Ok(saved(created, svc::view(&info)))
 }
 
+#[utoipa::path(delete, path = "/admin/api/providers/{name}", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 409, description = "`config_provider`: defined in the config file", body = ErrorBody),
+    ))]
 pub async fn delete(
     req: HttpRequest,
     p: Principal,
@@ -60,15 +87,35 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/admin/api/providers/{name}/models", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    responses(
+        (status = 200, description = "The models the provider lists now, in its own ids", body = List<UpstreamModel>),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 502, description = "`upstream_error`: the provider did not answer", body = ErrorBody),
+    ))]
 pub async fn upstream_models(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let ids = svc::upstream_models(&state, &path).await?;
-    let data: Vec<_> = ids.into_iter().map(|id| json!({"id": id})).collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    let data: Vec<_> = ids.into_iter().map(|id| UpstreamModel { id }).collect();
+    Ok(HttpResponse::Ok().json(List::of(data)))
 }
 
+#[utoipa::path(put, path = "/admin/api/providers/{name}/profiles/{profile}", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(
+        ("name" = String, Path, description = "The provider's name"),
+        ("profile" = String, Path, description = "The profile's name"),
+    ),
+    request_body = ProfilePut,
+    responses(
+        (status = 200, description = "Changed (the key never comes back)", body = SavedProfile),
+        (status = 201, description = "Added", body = SavedProfile),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "An invalid name, key, order or header", body = ErrorBody),
+    ))]
 pub async fn put_profile(
     req: HttpRequest,
     p: Principal,
@@ -83,6 +130,16 @@ pub async fn put_profile(
     Ok(saved(created, view))
 }
 
+#[utoipa::path(delete, path = "/admin/api/providers/{name}/profiles/{profile}", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(
+        ("name" = String, Path, description = "The provider's name"),
+        ("profile" = String, Path, description = "The profile's name"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such profile", body = ErrorBody),
+        (status = 409, description = "`config_provider`: a profile from the config file", body = ErrorBody),
+    ))]
 pub async fn delete_profile(
     req: HttpRequest,
     p: Principal,
@@ -94,6 +151,15 @@ pub async fn delete_profile(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(put, path = "/admin/api/models/aliases/{alias}", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("alias" = String, Path, description = "The alias")),
+    request_body = AliasPut,
+    responses(
+        (status = 200, description = "Changed", body = AliasView),
+        (status = 201, description = "Added", body = AliasView),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "An invalid alias or targets", body = ErrorBody),
+    ))]
 pub async fn put_alias(
     req: HttpRequest,
     p: Principal,
@@ -106,12 +172,32 @@ pub async fn put_alias(
     Ok(saved(created, view))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultPut {
+    /// A model name (`provider/model` or an alias); empty: back to the config file's.
     model: String,
 }
 
+/// What `default` resolves to now.
+#[derive(serde::Serialize, ToSchema)]
+pub struct DefaultModel {
+    pub default: String,
+}
+
+/// A model the provider lists, in its own id.
+#[derive(serde::Serialize, ToSchema)]
+pub struct UpstreamModel {
+    pub id: String,
+}
+
+#[utoipa::path(put, path = "/admin/api/models/default", tag = "providers", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    request_body = DefaultPut,
+    responses(
+        (status = 200, description = "Set", body = DefaultModel),
+        (status = 404, description = "`model_not_found`", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+    ))]
 pub async fn put_default(
     req: HttpRequest,
     p: Principal,
@@ -119,5 +205,7 @@ pub async fn put_default(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     svc::set_default(&state, &actor(&req, &state, &p), &body.model).await?;
-    Ok(HttpResponse::Ok().json(json!({"default": body.model})))
+    Ok(HttpResponse::Ok().json(DefaultModel {
+        default: body.into_inner().model,
+    }))
 }

@@ -6,18 +6,21 @@
 
 use crate::auth::{Principal, Scope, Via};
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::gateway::clients::WorkerClients;
 use crate::http::read_body;
+use crate::http::List;
 use crate::tasks::agent::{self, AgentError};
 use crate::AppState;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use gatehouse_actors::model::{TaskEvent, TaskRecord, TaskStatus};
-use gatehouse_actors::tasks::{task_json, Mutate, Op, Viewer};
-use serde_json::{json, Value};
+use gatehouse_actors::tasks::{Mutate, Op, TaskView, Viewer};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 const MAX_KEY_LEN: usize = 255;
 
@@ -128,15 +131,48 @@ async fn mutate(
     Ok(res.json(answer.body))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTask {
+pub struct NewTask {
+    /// `chat.completion` or `agent.run`.
+    #[schema(
+        pattern = "^(chat\\.completion|agent\\.run)$",
+        example = "chat.completion"
+    )]
     kind: String,
+    /// For `chat.completion`, a chat request (`model`, `messages`, …); for
+    /// `agent.run`, the agent's input.
+    #[schema(schema_with = task_input)]
     input: Value,
     #[serde(default)]
     requires_approval: bool,
 }
 
+/// `input`: a chat request, or any object for an agent.
+fn task_input() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::Ref;
+    Schema::AnyOf(
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name("ChatRequest"))
+            .item(ObjectBuilder::new().schema_type(Type::Object))
+            .build(),
+    )
+}
+
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible characters; the same key and body replay the first answer")),
+    request_body = NewTask,
+    responses(
+        (status = 202, description = "Accepted", body = TaskView, headers(("idempotent-replayed" = String, description = "`true` on a replay of the first answer"))),
+        (status = 400, description = "No or an invalid `Idempotency-Key`, an invalid body, `invalid_kind` or `agent_not_configured`", body = ErrorBody),
+        (status = 403, description = "No `write` scope, `user_required`, or `model_not_allowed`", body = ErrorBody),
+        (status = 404, description = "`model_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_use` while the first request is handled", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+        (status = 502, description = "`agent_contract_mismatch`: the agent backend cannot take it", body = ErrorBody),
+    ))]
 pub async fn create(
     req: HttpRequest,
     principal: Principal,
@@ -235,22 +271,75 @@ pub async fn create(
     mutate(&req, &state, &principal, &body, Op::Create(Box::new(task))).await
 }
 
-/// `approve`, `cancel` or `retry`.
-pub async fn action(
+/// Approves a task that waits for approval.
+#[utoipa::path(post, path = "/v1/tasks/{id}/approve", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The task's id"), ("Idempotency-Key" = String, Header, description = "1 to 255 visible characters; the same key and body replay the first answer")),
+    responses(
+        (status = 200, description = "Approved (now queued)", body = TaskView, headers(("idempotent-replayed" = String, description = "`true` on a replay of the first answer"))),
+        (status = 400, description = "`idempotency_key_required` or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 404, description = "No such task of the caller's", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`, or `idempotency_key_in_use` while the first request is handled", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+    ))]
+pub async fn approve(
     req: HttpRequest,
     principal: Principal,
-    path: web::Path<(String, String)>,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    action(req, principal, Op::Approve(id.into_inner()), payload, state).await
+}
+
+/// Cancels a task that has not ended.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The task's id"), ("Idempotency-Key" = String, Header, description = "1 to 255 visible characters; the same key and body replay the first answer")),
+    responses(
+        (status = 200, description = "Cancelled", body = TaskView, headers(("idempotent-replayed" = String, description = "`true` on a replay of the first answer"))),
+        (status = 400, description = "`idempotency_key_required` or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 404, description = "No such task of the caller's", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`, or `idempotency_key_in_use` while the first request is handled", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    req: HttpRequest,
+    principal: Principal,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    action(req, principal, Op::Cancel(id.into_inner()), payload, state).await
+}
+
+/// Runs a `failed` or `cancelled` task again.
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The task's id"), ("Idempotency-Key" = String, Header, description = "1 to 255 visible characters; the same key and body replay the first answer")),
+    responses(
+        (status = 200, description = "Queued again", body = TaskView, headers(("idempotent-replayed" = String, description = "`true` on a replay of the first answer"))),
+        (status = 400, description = "`idempotency_key_required` or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 404, description = "No such task of the caller's", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`, or `idempotency_key_in_use` while the first request is handled", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+    ))]
+pub async fn retry(
+    req: HttpRequest,
+    principal: Principal,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    action(req, principal, Op::Retry(id.into_inner()), payload, state).await
+}
+
+/// `approve`, `cancel` or `retry`: a mutation with an `Idempotency-Key`.
+async fn action(
+    req: HttpRequest,
+    principal: Principal,
+    op: Op,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Write)?;
-    let (id, action) = path.into_inner();
-    let op = match action.as_str() {
-        "approve" => Op::Approve(id),
-        "cancel" => Op::Cancel(id),
-        "retry" => Op::Retry(id),
-        _ => return Err(ApiError::not_found("no such route")),
-    };
     let body = read_body(payload, state.config.server.max_body_bytes).await?;
     mutate(&req, &state, &principal, &body, op).await
 }
@@ -270,20 +359,34 @@ async fn visible(
         .ok_or_else(|| ApiError::not_found("no such task"))
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task of the caller's", body = ErrorBody),
+    ))]
 pub async fn get(
     principal: Principal,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Read)?;
-    Ok(HttpResponse::Ok().json(task_json(&visible(&state, &principal, &id).await?)))
+    Ok(HttpResponse::Ok().json(TaskView::of(&visible(&state, &principal, &id).await?)))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Every principal's tasks (admins only).
     all: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The caller's tasks (every task with `all=true`), newest first", body = List<TaskView>),
+        (status = 403, description = "`all=true` from a non-admin", body = ErrorBody),
+    ))]
 pub async fn list(
     principal: Principal,
     q: web::Query<ListQuery>,
@@ -304,7 +407,7 @@ pub async fn list(
         .load_tasks()
         .await
         .map_err(gatehouse_actors::GatehouseError::from)?;
-    let data: Vec<Value> = tasks
+    let data: Vec<TaskView> = tasks
         .iter()
         .rev()
         .filter(|t| {
@@ -314,17 +417,29 @@ pub async fn list(
                 t.owner == v.user_id && (v.token_id.is_none() || t.token_id == v.token_id)
             }
         })
-        .map(task_json)
+        .map(TaskView::of)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(HttpResponse::Ok().json(List::of(data)))
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WaitBody {
+pub struct WaitBody {
+    /// Seconds to wait, 0 to 300 (default 30).
+    #[schema(minimum = 0, maximum = 300)]
     timeout_s: Option<f64>,
 }
 
+/// The task once it is no longer `queued` or `running`, or as it is when
+/// the timeout ends. Not a mutation: no `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/wait", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The task's id")),
+    request_body(content = Option<WaitBody>, description = "Optional; an empty body waits 30 s"),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task of the caller's", body = ErrorBody),
+        (status = 422, description = "`timeout_s` out of range", body = ErrorBody),
+    ))]
 pub async fn wait(
     principal: Principal,
     id: web::Path<String>,
@@ -348,7 +463,7 @@ pub async fn wait(
         let t = visible(&state, &principal, &id).await?;
         let now = tokio::time::Instant::now();
         if !matches!(t.status, TaskStatus::Queued | TaskStatus::Running) || now >= deadline {
-            return Ok(HttpResponse::Ok().json(task_json(&t)));
+            return Ok(HttpResponse::Ok().json(TaskView::of(&t)));
         }
         let nap = (deadline - now).min(Duration::from_secs(1));
         let _ = tokio::time::timeout(nap, woken).await;
@@ -362,8 +477,39 @@ fn sse_event(e: &TaskEvent) -> web::Bytes {
     ))
 }
 
+/// One event of a task's stream.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the stream written by `sse_event`
+pub struct TaskStreamEvent {
+    /// The event's number: 1, 2, … (for `Last-Event-ID`).
+    id: String,
+    event: TaskEventKind,
+    /// A JSON object (a `status` event has `status`).
+    data: String,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TaskEventKind {
+    Status,
+    Output,
+    Error,
+}
+
 /// `GET /v1/tasks/{id}/events`: stored events after `Last-Event-ID`, then
 /// new ones as they are written; ends after the final status.
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", tag = "tasks", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `id: N`, `event: status|output|error`, `data:` a JSON object; the stream ends after the final status",
+            content_type = "text/event-stream", body = TaskStreamEvent),
+        (status = 400, description = "`invalid_last_event_id`", body = ErrorBody),
+        (status = 404, description = "No such task of the caller's", body = ErrorBody),
+    ))]
 pub async fn events(
     req: HttpRequest,
     principal: Principal,

@@ -2,14 +2,17 @@
 
 use crate::accounts::Actor;
 use crate::auth::{client_ip, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::http::List;
 use crate::tokens::{self as svc, NewToken};
+use crate::tokens::{CreatedToken, TokenView};
 use crate::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use gatehouse_actors::keys::Jwks;
 use gatehouse_actors::tokens::{GetToken, ListTokens};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 fn actor(req: &HttpRequest, state: &AppState, p: &Principal) -> Actor {
     Actor {
@@ -30,6 +33,17 @@ fn owner_filter(p: &Principal) -> Option<String> {
     (!p.is_admin()).then(|| p.id.clone())
 }
 
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "Issued; `token` is shown only here", body = CreatedToken),
+        (status = 403, description = "`scope_not_allowed` (e.g. `admin` for a non-admin), `no_user`, or no `write` scope", body = ErrorBody),
+        (status = 409, description = "`account_locked`", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "A field out of range (`expires_in`, a CIDR, …)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many token requests from this address", body = ErrorBody,
+            headers(("retry-after" = String))),
+    ))]
 pub async fn create(
     req: HttpRequest,
     principal: Principal,
@@ -46,6 +60,11 @@ pub async fn create(
         .json(svc::created_view(&state, &secret, &record)))
 }
 
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "The caller's tokens, never their secrets", body = List<TokenView>),
+        (status = 403, description = "`no_user`", body = ErrorBody),
+    ))]
 pub async fn list(
     principal: Principal,
     state: web::Data<AppState>,
@@ -59,9 +78,16 @@ pub async fn list(
         })
         .await??;
     let data: Vec<_> = tokens.iter().map(|t| svc::info_view(&state, t)).collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(HttpResponse::Ok().json(List::of(data)))
 }
 
+#[utoipa::path(get, path = "/api/tokens/{id}", tag = "tokens", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "The token (an admin sees any)", body = TokenView),
+        (status = 403, description = "`no_user`", body = ErrorBody),
+        (status = 404, description = "No such token of the caller's", body = ErrorBody),
+    ))]
 pub async fn get(
     principal: Principal,
     id: web::Path<String>,
@@ -79,6 +105,13 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(svc::info_view(&state, &t)))
 }
 
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked; every instance refuses it from now on"),
+        (status = 403, description = "`no_user` or no `write` scope", body = ErrorBody),
+        (status = 404, description = "No such token of the caller's", body = ErrorBody),
+    ))]
 pub async fn revoke(
     req: HttpRequest,
     principal: Principal,
@@ -97,13 +130,26 @@ pub async fn revoke(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
+    /// Seconds the old token keeps working, 0 to 7 days (default 1 h).
+    #[schema(minimum = 0, maximum = 604800)]
     grace: Option<i64>,
 }
 
 /// `{"grace": seconds}`; an empty body takes the default (1 h).
+#[utoipa::path(post, path = "/api/tokens/{id}/rotate", tag = "tokens", security(("bearer" = []), ("api_key" = []), ("session_cookie" = []), ("session_token" = [])),
+    params(("id" = String, Path, description = "The token's id")),
+    request_body(content = Option<RotateBody>, description = "Optional; an empty body takes the default grace"),
+    responses(
+        (status = 201, description = "A new token with the same name, scopes, models and limits", body = CreatedToken),
+        (status = 403, description = "`no_user` or no `write` scope", body = ErrorBody),
+        (status = 404, description = "No such token of the caller's", body = ErrorBody),
+        (status = 409, description = "`token_not_active` or `account_locked`", body = ErrorBody),
+        (status = 422, description = "`grace` out of range", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("retry-after" = String))),
+    ))]
 pub async fn rotate(
     req: HttpRequest,
     principal: Principal,
@@ -130,6 +176,8 @@ pub async fn rotate(
 }
 
 /// The public keys that sign gateway tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
+    responses((status = 200, description = "The public keys that sign gateway tokens", body = Jwks)))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))

@@ -29,6 +29,7 @@ mod oauth_state;
 mod oidc;
 mod oidc_signin;
 mod oidc_smoke;
+mod openapi;
 mod pg_outage;
 mod postgres;
 mod providers;

@@ -6,8 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest budget period: ten years (365-day), so that a window's end
+/// is always a time the API can show.
+pub const MAX_BUDGET_PERIOD: u64 = 3650 * 86_400;
+
 /// A subject's limits; 0 means none.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limits {
     /// Requests per minute.
     pub rpm: u64,
@@ -37,15 +41,19 @@ impl Limits {
 }
 
 /// A subject's own limits over the defaults (`None`: the default).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LimitOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub budget: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub budget_period: Option<u64>,
 }
 

@@ -50,7 +50,7 @@ impl std::fmt::Debug for Profile {
 }
 
 /// How a profile is doing, for operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileState {
     Ok,
@@ -135,7 +135,8 @@ pub struct StoredProvider {
     pub timeouts: StoredTimeouts,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Timeouts)]
 pub struct StoredTimeouts {
     pub connect_ms: u64,
     pub first_byte_ms: u64,
