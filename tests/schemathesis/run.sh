@@ -99,7 +99,8 @@ case "$TOKEN" in
   *) echo "could not issue a token" >&2; exit 1 ;;
 esac
 
-gh serve --host 127.0.0.1 --port "$PORT" >"$WORK/server.log" 2>&1 &
+# The binary itself (not the `gh` function, whose subshell would be the one killed).
+"$BIN" --home "$HOME_DIR" serve --host 127.0.0.1 --port "$PORT" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 SERVER_PID=$!
 BASE="http://127.0.0.1:$PORT"
