@@ -45,7 +45,11 @@ pub struct ProxyStream {
     parser: SseParser,
     mode: Mode,
     idle: Duration,
+    /// Fires at the earliest when the idle timeout could be over; it is
+    /// moved on only when it fires, not for every chunk (a chunk only
+    /// notes its time in `last_data`).
     idle_timer: Pin<Box<Sleep>>,
+    last_data: Instant,
     deadline: Pin<Box<Sleep>>,
     done: bool,
     /// Whether any byte came from upstream (an empty stream is a failure).
@@ -68,6 +72,7 @@ impl ProxyStream {
             mode,
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
+            last_data: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(total_left)),
             done: false,
             received: false,
@@ -192,6 +197,21 @@ fn merge_anthropic(tokens: &mut (u64, u64), v: &Value) {
     }
 }
 
+impl ProxyStream {
+    /// Whether no data came for the idle timeout; else the timer is armed
+    /// for the earliest moment it could be over.
+    fn idle_over(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle_timer.as_mut().poll(cx).is_ready() {
+            let due = self.last_data + self.idle;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.idle_timer.as_mut().reset(due);
+        }
+        false
+    }
+}
+
 impl Stream for ProxyStream {
     type Item = Result<Bytes, actix_web::Error>;
 
@@ -204,8 +224,7 @@ impl Stream for ProxyStream {
             let mut out = Vec::new();
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let next = Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(next);
+                    this.last_data = Instant::now();
                     this.received |= !chunk.is_empty();
                     if let Err(e) = this.process(&chunk, &mut out) {
                         this.fail(&e, &mut out);
@@ -221,7 +240,7 @@ impl Stream for ProxyStream {
                     this.done = true;
                 }
                 Poll::Pending => {
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    if this.idle_over(cx) {
                         this.fail("no data within the first-byte timeout", &mut out);
                     } else if this.deadline.as_mut().poll(cx).is_ready() {
                         this.fail("total timeout", &mut out);
