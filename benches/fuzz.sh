@@ -13,6 +13,7 @@
 # Targets are built with optimisations plus debug assertions and overflow
 # checks, so an arithmetic overflow is a crash.
 #
+# Every target gets the dictionary fuzz/dict/numbers.dict (boundary numbers).
 # What the fuzzer adds to a corpus goes to fuzz/work/corpus/<target>/ (not
 # in git); a crash is saved to fuzz/artifacts/<target>/. Prints a markdown
 # table (executions, executions/s, corpus size, result per target), also
@@ -58,7 +59,7 @@ for t in "${TARGETS[@]}"; do
     # The first corpus directory receives new inputs; the seeds stay as they are.
     if cargo fuzz run "${FLAGS[@]}" "$t" "$WORK/corpus/$t" "$FUZZ/corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 -timeout=10 \
-        -rss_limit_mb=4096 \
+        -rss_limit_mb=4096 -dict="$FUZZ/dict/numbers.dict" \
         -artifact_prefix="$FUZZ/artifacts/$t/" >"$out" 2>&1; then
         result=ok
     else

@@ -3,11 +3,12 @@
 //!
 //! An input is one of:
 //! * a token, as a client would send it (`gh_eyJ…` or `eyJ…`): checked as is;
-//! * `HEADER \0 CLAIMS [\0 FLAGS EXP NBF IAT]`: the JSON texts of a header
+//! * `HEADER \0 CLAIMS [\0 EXP NBF IAT WORDS…]`: the JSON texts of a header
 //!   and claims, signed with the test key, so that the fuzzer reaches the
 //!   claim checks behind the signature. The optional tail overrides the
-//!   numeric claims: `FLAGS` has two bits per claim (0 as given, 1 `i64`,
-//!   2 `u64`, 3 `f64`) for 8 little-endian bytes each;
+//!   numeric claims, one byte each (see [`number`]): one of the boundary
+//!   values of [`EDGES`] (a one-byte change reaches each), or the next
+//!   8-byte little-endian word of `WORDS` as an `i64`, `u64` or `f64`;
 //! * external JWT only: a JWK set (`{"keys": …}`), installed in place of the
 //!   fixed one, then a fixed token checked against it.
 //!
@@ -23,7 +24,7 @@ use gatehouse_actors::model::SigningKeyRecord;
 use gatehouse_actors::tokens::TOKEN_PREFIX;
 use jsonwebtoken::jwk::JwkSet;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 use std::sync::OnceLock;
 
 /// The kid of the gateway's test signing key.
@@ -110,8 +111,29 @@ fn validator() -> JwksValidator {
     JwksValidator::new(&config.auth.bearer[0])
 }
 
-/// A signed token from `HEADER \0 CLAIMS [\0 FLAGS EXP NBF IAT]`, or `None`
-/// when the input is a plain token.
+/// Numeric claim values at the edges: of `i64`, of `u64`, of the 30 s
+/// leeway around [`crate::NOW`], of what `time` can represent.
+pub const EDGES: [i64; 16] = [
+    i64::MAX,
+    i64::MAX - 1,
+    i64::MAX - 29,
+    i64::MAX - 30,
+    i64::MIN,
+    i64::MIN + 1,
+    i64::MIN + 30,
+    -1,
+    0,
+    crate::NOW,
+    crate::NOW - 30,
+    crate::NOW + 31,
+    4_102_444_800,   // 2100-01-01
+    253_402_300_799, // 9999-12-31T23:59:59Z
+    253_402_300_800,
+    -377_705_116_800, // before what `time` represents
+];
+
+/// A signed token from `HEADER \0 CLAIMS [\0 EXP NBF IAT WORDS…]`, or
+/// `None` when the input is a plain token.
 fn signed(data: &[u8]) -> Option<String> {
     let mut parts = data.splitn(3, |&b| b == 0);
     let header = parts.next()?;
@@ -122,31 +144,63 @@ fn signed(data: &[u8]) -> Option<String> {
     let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(claims) else {
         return Some(sign(header, claims));
     };
-    let flags = tail[0];
-    let mut words = tail[1..].chunks_exact(8).map(|c| {
+    let (selectors, words) = tail.split_at(tail.len().min(3));
+    let mut words = words.chunks_exact(8).map(|c| {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
         w
     });
-    for (i, name) in ["exp", "nbf", "iat"].into_iter().enumerate() {
-        let Some(w) = words.next() else { break };
-        set_number(&mut obj, name, (flags >> (2 * i)) & 3, w);
+    for (&how, name) in selectors.iter().zip(["exp", "nbf", "iat"]) {
+        if let Some(n) = number(how, &mut words) {
+            obj.insert(name.to_owned(), Value::Number(n));
+        }
     }
     let claims = serde_json::to_vec(&obj).expect("a JSON object serializes");
     Some(sign(header, &claims))
 }
 
-fn set_number(obj: &mut Map<String, Value>, name: &str, how: u8, w: [u8; 8]) {
-    let n = match how {
-        1 => Number::from(i64::from_le_bytes(w)),
-        2 => Number::from(u64::from_le_bytes(w)),
-        3 => match Number::from_f64(f64::from_le_bytes(w)) {
-            Some(n) => n,
-            None => return,
-        },
-        _ => return,
-    };
-    obj.insert(name.to_owned(), Value::Number(n));
+/// A claim's value by its selector byte: 0 leaves the claim as it is;
+/// 1 to 16 pick from [`EDGES`]; `0x80..=0xbf` take the next word as an
+/// `i64`, `0xc0..=0xdf` as a `u64`, `0xe0..=0xff` as an `f64`.
+fn number(how: u8, words: &mut impl Iterator<Item = [u8; 8]>) -> Option<Number> {
+    match how {
+        1..=16 => Some(Number::from(EDGES[usize::from(how - 1)])),
+        0x80..=0xbf => words.next().map(|w| Number::from(i64::from_le_bytes(w))),
+        0xc0..=0xdf => words.next().map(|w| Number::from(u64::from_le_bytes(w))),
+        0xe0..=0xff => words
+            .next()
+            .and_then(|w| Number::from_f64(f64::from_le_bytes(w))),
+        _ => None,
+    }
+}
+
+/// What `[[auth.bearer]]` asks of a token holds for every accepted one:
+/// our issuer, our audience, an `exp` not past and an `nbf` not ahead
+/// (with the 30 s leeway), as numbers.
+fn assert_claims_checked(token: &str) {
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let claims: Value = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .expect("an accepted token's claims are JSON");
+    assert_eq!(claims["iss"], ISSUER, "the issuer: {claims}");
+    let aud = &claims["aud"];
+    assert!(
+        aud == "gatehouse"
+            || aud
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "gatehouse")),
+        "the audience: {claims}"
+    );
+    let exp = claims["exp"].as_i64().expect("exp is an integer");
+    assert!(exp.saturating_add(30) > crate::NOW, "not expired: {claims}");
+    if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
+        assert!(
+            nbf.saturating_sub(30) <= crate::NOW,
+            "valid already: {claims}"
+        );
+    }
 }
 
 /// Gateway token parsing and verification (`auth::bearer::verify`, as
@@ -231,6 +285,7 @@ pub fn external_accepts(data: &[u8]) -> bool {
                 ours(&token),
                 "a token without our signature was accepted: {token}"
             );
+            assert_claims_checked(&token);
         }
         accepted
     })
