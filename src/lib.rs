@@ -43,6 +43,14 @@ pub mod server;
 pub mod tasks;
 pub mod tokens;
 
+/// What the fuzz targets under `fuzz/` call that is not public otherwise.
+/// Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::external::jwks::JwksValidator;
+    pub use crate::auth::middleware::{bearer as bearer_credential, cross_site};
+}
+
 use actix::Addr;
 use config::Config;
 use gatehouse_actors::store::{SharedStore, SledStore};

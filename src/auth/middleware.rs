@@ -80,7 +80,7 @@ fn bad_token(state: &AppState) -> Unauthenticated {
 }
 
 /// The bearer credential: `Authorization: Bearer X` or `x-api-key: X`.
-fn bearer(req: &ServiceRequest) -> Option<&str> {
+pub fn bearer(req: &ServiceRequest) -> Option<&str> {
     let headers = req.headers();
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;

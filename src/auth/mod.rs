@@ -7,7 +7,7 @@ pub mod bearer;
 pub mod cache;
 mod client;
 pub mod external;
-mod middleware;
+pub(crate) mod middleware;
 pub mod oidc;
 pub(crate) mod principal;
 

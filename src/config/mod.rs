@@ -355,15 +355,22 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Syntax {
-                    path: path.clone(),
-                    message: e.to_string().trim().to_string(),
-                })?;
+                check_syntax(&text, &path)?;
                 Some(text)
             }
             None => None,
         };
         build(user.as_deref(), env)
+    }
+
+    /// [`Config::load_with_env`] with the file's text given (the fuzz targets).
+    #[doc(hidden)]
+    pub fn from_toml_with_env(
+        text: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        check_syntax(text, Path::new("(text)"))?;
+        build(Some(text), env)
     }
 
     /// Built-in defaults only: no file, empty environment.
@@ -406,6 +413,15 @@ impl Config {
     pub fn has_external_auth(&self) -> bool {
         self.auth.github.is_some() || !self.auth.oidc.is_empty() || !self.auth.bearer.is_empty()
     }
+}
+
+fn check_syntax(text: &str, path: &Path) -> Result<(), ConfigError> {
+    toml::from_str::<toml::Table>(text)
+        .map(drop)
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_string(),
+        })
 }
 
 fn build(user: Option<&str>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {

@@ -83,67 +83,17 @@ impl ProxyStream {
 
     /// Turns upstream bytes into client bytes.
     fn process(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        let events = self.parser.feed(chunk).map_err(|e| e.to_string())?;
-        for ev in events {
-            let data = ev.data.as_str();
-            match &mut self.mode {
-                Mode::OpenAi { strip_usage } => {
-                    if has_usage_object(data) {
-                        if let Ok(v) = serde_json::from_str::<Value>(data) {
-                            if let Some(u) = translate::openai_usage(&v) {
-                                self.guard.tokens = u;
-                                let no_choices = v
-                                    .get("choices")
-                                    .and_then(Value::as_array)
-                                    .is_some_and(Vec::is_empty);
-                                if *strip_usage && no_choices {
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    out.extend_from_slice(&ev.raw);
-                }
-                Mode::Anthropic => {
-                    if data.contains("\"usage\"") {
-                        if let Ok(v) = serde_json::from_str::<Value>(data) {
-                            merge_anthropic(&mut self.guard.tokens, &v);
-                        }
-                    }
-                    out.extend_from_slice(&ev.raw);
-                }
-                Mode::ChatToMessages(t) => {
-                    if data == "[DONE]" {
-                        continue;
-                    }
-                    if let Ok(v) = serde_json::from_str::<Value>(data) {
-                        t.on_chunk(&v, out);
-                        self.guard.tokens = t.usage();
-                    }
-                }
-                Mode::MessagesToChat(t) => {
-                    if let Ok(v) = serde_json::from_str::<Value>(data) {
-                        t.on_event(&v, out);
-                        self.guard.tokens = t.usage();
-                    }
-                }
-            }
-        }
-        Ok(())
+        relay(
+            &mut self.parser,
+            &mut self.mode,
+            &mut self.guard.tokens,
+            chunk,
+            out,
+        )
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        match &mut self.mode {
-            Mode::ChatToMessages(t) => {
-                t.finish(out);
-                self.guard.tokens = t.usage();
-            }
-            Mode::MessagesToChat(t) => {
-                t.finish(out);
-                self.guard.tokens = t.usage();
-            }
-            _ => {}
-        }
+        finish(&mut self.mode, &mut self.guard.tokens, out);
     }
 
     /// Ends the stream with an error event in the client's shape.
@@ -160,6 +110,80 @@ impl ProxyStream {
             );
         }
         self.done = true;
+    }
+}
+
+/// What a [`ProxyStream`] does with a chunk of upstream bytes, its timers
+/// aside: the SSE events it completes go to `out`, passed through or
+/// translated by `mode`, and the usage read off the way goes to `tokens`.
+pub fn relay(
+    parser: &mut SseParser,
+    mode: &mut Mode,
+    tokens: &mut (u64, u64),
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let events = parser.feed(chunk).map_err(|e| e.to_string())?;
+    for ev in events {
+        let data = ev.data.as_str();
+        match mode {
+            Mode::OpenAi { strip_usage } => {
+                if has_usage_object(data) {
+                    if let Ok(v) = serde_json::from_str::<Value>(data) {
+                        if let Some(u) = translate::openai_usage(&v) {
+                            *tokens = u;
+                            let no_choices = v
+                                .get("choices")
+                                .and_then(Value::as_array)
+                                .is_some_and(Vec::is_empty);
+                            if *strip_usage && no_choices {
+                                continue;
+                            }
+                        }
+                    }
+                }
+                out.extend_from_slice(&ev.raw);
+            }
+            Mode::Anthropic => {
+                if data.contains("\"usage\"") {
+                    if let Ok(v) = serde_json::from_str::<Value>(data) {
+                        merge_anthropic(tokens, &v);
+                    }
+                }
+                out.extend_from_slice(&ev.raw);
+            }
+            Mode::ChatToMessages(t) => {
+                if data == "[DONE]" {
+                    continue;
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    t.on_chunk(&v, out);
+                    *tokens = t.usage();
+                }
+            }
+            Mode::MessagesToChat(t) => {
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    t.on_event(&v, out);
+                    *tokens = t.usage();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end of the upstream stream: the translators close what is open.
+pub fn finish(mode: &mut Mode, tokens: &mut (u64, u64), out: &mut Vec<u8>) {
+    match mode {
+        Mode::ChatToMessages(t) => {
+            t.finish(out);
+            *tokens = t.usage();
+        }
+        Mode::MessagesToChat(t) => {
+            t.finish(out);
+            *tokens = t.usage();
+        }
+        _ => {}
     }
 }
 

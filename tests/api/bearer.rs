@@ -109,6 +109,27 @@ async fn bad_jwts_of_every_kind_are_401_with_the_method_named() {
             c.as_object_mut().unwrap().remove("exp");
             issuer.sign(&c)
         }),
+        // Found by fuzzing (fuzz/regressions/external_jwt): a configured
+        // issuer and audience must be there, and extreme numbers are judged.
+        ("no issuer", {
+            let mut c = issuer.claims();
+            c.as_object_mut().unwrap().remove("iss");
+            issuer.sign(&c)
+        }),
+        ("no audience", {
+            let mut c = issuer.claims();
+            c.as_object_mut().unwrap().remove("aud");
+            issuer.sign(&c)
+        }),
+        ("a numeric audience", issuer.sign(&with("aud", json!(7)))),
+        (
+            "nbf at the end of time",
+            issuer.sign(&with("nbf", json!(i64::MAX))),
+        ),
+        (
+            "exp before the start of time",
+            issuer.sign(&with("exp", json!(i64::MIN))),
+        ),
         (
             "unknown kid",
             issuer.sign_as(&issuer.claims(), Some("nope")),
@@ -162,6 +183,10 @@ async fn bad_jwts_of_every_kind_are_401_with_the_method_named() {
         "the method is named: {body}"
     );
     assert_eq!(me(&app, &good).await.status(), 200);
+    for (k, v) in [("exp", i64::MAX), ("nbf", i64::MIN)] {
+        let res = me(&app, &issuer.sign(&with(k, json!(v)))).await;
+        assert_eq!(res.status(), 200, "{k} = {v}");
+    }
 }
 
 #[actix_web::test]

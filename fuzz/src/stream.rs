@@ -1,0 +1,181 @@
+//! Upstream event streams (the SSE parser and what the proxy does with its
+//! events) and the Anthropic <-> OpenAI translation of requests, responses
+//! and stream events.
+
+use gatehouse::gateway::sse::{SseEvent, SseParser};
+use gatehouse::gateway::stream::{finish, relay, Mode};
+use gatehouse::gateway::translate::{
+    anthropic_usage, chat_request_to_messages, chat_response_to_messages, messages_request_to_chat,
+    messages_response_to_chat, openai_usage, ChatStreamToMessages, MessagesStreamToChat,
+};
+use serde_json::Value;
+
+/// Small enough that the fuzzer reaches "event too large".
+const MAX_EVENT: usize = 4096;
+
+/// Chunk lengths for `data`, from a generator seeded by the input and `salt`.
+fn splits(data: &[u8], salt: u64) -> Vec<usize> {
+    let mut seed = data.iter().fold(0xcbf2_9ce4_8422_2325_u64 ^ salt, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut left = data.len();
+    let mut out = Vec::new();
+    while left > 0 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        // Mostly short chunks, sometimes empty ones, sometimes long ones.
+        let n = match (seed >> 60) as u8 {
+            0 => 0,
+            1..=11 => 1 + (seed >> 33) as usize % 8,
+            _ => 1 + (seed >> 33) as usize % 512,
+        }
+        .min(left);
+        out.push(n);
+        left -= n;
+    }
+    out
+}
+
+fn chunks<'a>(data: &'a [u8], lens: &[usize]) -> Vec<&'a [u8]> {
+    let mut at = 0;
+    lens.iter()
+        .map(|&n| {
+            let c = &data[at..at + n];
+            at += n;
+            c
+        })
+        .collect()
+}
+
+/// The events of `data` fed in these chunks, and whether it failed.
+fn parse(chunks: &[&[u8]]) -> (Vec<SseEvent>, bool, usize) {
+    let mut p = SseParser::new(MAX_EVENT);
+    let mut out = Vec::new();
+    for c in chunks {
+        match p.feed(c) {
+            Ok(evs) => out.extend(evs),
+            Err(_) => return (out, true, p.pending()),
+        }
+        assert!(p.pending() <= MAX_EVENT, "the buffer stays bounded");
+    }
+    (out, false, p.pending())
+}
+
+/// Equal events; `raw` may lack the LF of a CRLF split after its final CR.
+fn same(whole: &[SseEvent], split: &[SseEvent]) -> bool {
+    whole.len() == split.len()
+        && whole.iter().zip(split).all(|(w, s)| {
+            w.event == s.event
+                && w.data == s.data
+                && (w.raw == s.raw
+                    || (w.raw.ends_with(b"\r\n") && w.raw[..w.raw.len() - 1] == s.raw[..]))
+        })
+}
+
+/// What the gateway writes to a client is SSE whose data is JSON (or `[DONE]`).
+fn assert_valid_sse(out: &[u8]) {
+    let events = SseParser::new(usize::MAX)
+        .feed(out)
+        .expect("the gateway writes UTF-8 SSE");
+    for ev in events {
+        assert!(
+            ev.data.is_empty()
+                || ev.data == "[DONE]"
+                || serde_json::from_str::<Value>(&ev.data).is_ok(),
+            "an event's data is JSON: {:?}",
+            ev.data
+        );
+    }
+}
+
+fn modes() -> Vec<Mode> {
+    vec![
+        Mode::OpenAi { strip_usage: true },
+        Mode::Anthropic,
+        Mode::ChatToMessages(Box::new(ChatStreamToMessages::new(
+            "claude-fuzz",
+            "msg_fuzz",
+        ))),
+        Mode::MessagesToChat(Box::new(MessagesStreamToChat::new("gpt-fuzz", true))),
+    ]
+}
+
+/// An upstream stream in arbitrary chunks: the parser gives the same events
+/// however it is split, and each proxy mode (pass-through or translation)
+/// turns it into valid client events.
+pub fn sse_stream(data: &[u8]) {
+    let (whole, failed, pending) = parse(&[data]);
+    let bytewise: Vec<&[u8]> = data.chunks(1).collect();
+    for split in [
+        bytewise,
+        chunks(data, &splits(data, 1)),
+        chunks(data, &splits(data, 2)),
+    ] {
+        let (events, split_failed, split_pending) = parse(&split);
+        assert_eq!(
+            failed, split_failed,
+            "an error does not depend on the split"
+        );
+        if !failed {
+            assert!(same(&whole, &events), "the split changes the events");
+            assert_eq!(pending, split_pending, "the split changes what is pending");
+        }
+    }
+    let lens = splits(data, 3);
+    let parts = chunks(data, &lens);
+    for mut mode in modes() {
+        let translating = matches!(mode, Mode::ChatToMessages(_) | Mode::MessagesToChat(_));
+        let mut parser = SseParser::new(MAX_EVENT);
+        let mut tokens = (0, 0);
+        let mut out = Vec::new();
+        let mut ok = true;
+        for c in &parts {
+            if relay(&mut parser, &mut mode, &mut tokens, c, &mut out).is_err() {
+                ok = false; // the proxy ends the stream with an error event
+                break;
+            }
+        }
+        if ok {
+            finish(&mut mode, &mut tokens, &mut out);
+        }
+        if translating {
+            assert_valid_sse(&out);
+        }
+    }
+}
+
+/// One JSON document as a request, a response and stream events, in both
+/// directions; what translates is translated back.
+pub fn translate(data: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    if let Ok(chat) = messages_request_to_chat(&v, "gpt-fuzz") {
+        let _ = chat_request_to_messages(&chat, "claude-fuzz");
+    }
+    if let Ok(messages) = chat_request_to_messages(&v, "claude-fuzz") {
+        let _ = messages_request_to_chat(&messages, "gpt-fuzz");
+    }
+    let _ = messages_response_to_chat(&chat_response_to_messages(&v, "claude-fuzz"), "gpt");
+    let _ = chat_response_to_messages(&messages_response_to_chat(&v, "gpt-fuzz"), "claude");
+    let _ = (openai_usage(&v), anthropic_usage(&v));
+    let events: Vec<&Value> = match &v {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    let mut to_messages = ChatStreamToMessages::new("claude-fuzz", "msg_fuzz");
+    for e in &events {
+        to_messages.on_chunk(e, &mut out);
+    }
+    to_messages.finish(&mut out);
+    assert_valid_sse(&out);
+    out.clear();
+    let mut to_chat = MessagesStreamToChat::new("gpt-fuzz", true);
+    for e in &events {
+        to_chat.on_event(e, &mut out);
+    }
+    to_chat.finish(&mut out);
+    assert_valid_sse(&out);
+}
