@@ -9,7 +9,8 @@
 # SOAK_SECONDS < 120), USERS (32), PROFILE (release|debug; debug builds nothing
 # new when the tests were built), RESULTS (a file to write the report to,
 # default benches/soak-results.md for release runs, none for debug),
-# KEEP_TMP=1 keeps the temp home and logs.
+# NO_BUILD=1 uses the binaries already built, KEEP_TMP=1 keeps the temp home
+# and logs.
 #
 # Starts the mock upstream and the gateway (sled, in a temp home) with 32
 # users, each with a gateway token; then the driver runs CONNS connections,
@@ -33,7 +34,9 @@ log() { printf '[soak] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 cd "$ROOT"
-if [[ $PROFILE == release ]]; then
+if [[ -n ${NO_BUILD:-} ]]; then
+    log "using the binaries already built ($PROFILE)"
+elif [[ $PROFILE == release ]]; then
     log "building gatehouse, mock_upstream and soak (--release)"
     cargo build --release --quiet --bin gatehouse --example mock_upstream --example soak
 else
