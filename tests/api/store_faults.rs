@@ -83,6 +83,17 @@ impl Faulty {
             .unwrap();
     }
 
+    /// `GET path` as the admin: the JSON answer.
+    async fn admin_get(&self, path: &str) -> Value {
+        let res = self
+            .admin
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        res.json().await.unwrap()
+    }
+
     async fn finish(self) {
         self.store.drop_schema().await.unwrap();
     }
@@ -117,15 +128,7 @@ async fn a_user_whose_insert_fails_does_not_exist() {
     };
     f.fail("INSERT", "users").await;
     assert_clean_503("user add", add().send().await.unwrap()).await;
-    let users: Value = f
-        .admin
-        .get(format!("{}/admin/api/users", f.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users: Value = f.admin_get("/admin/api/users").await;
     let names: Vec<&str> = users["data"]
         .as_array()
         .unwrap()
@@ -174,15 +177,7 @@ async fn a_sign_in_whose_session_insert_fails_gives_no_session() {
             .status(),
         401
     );
-    let listed: Value = f
-        .admin
-        .get(format!("{}/admin/api/sessions?user=bob", f.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = f.admin_get("/admin/api/sessions?user=bob").await;
     assert_eq!(listed["data"], json!([]), "a session that was never stored");
 
     f.heal("sessions").await;
@@ -199,15 +194,7 @@ async fn a_sign_in_whose_session_insert_fails_gives_no_session() {
 }
 
 async fn tokens(f: &Faulty) -> Vec<Value> {
-    let list: Value = f
-        .admin
-        .get(format!("{}/api/tokens", f.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = f.admin_get("/api/tokens").await;
     list["data"].as_array().unwrap().clone()
 }
 
@@ -325,15 +312,7 @@ async fn a_task_whose_insert_fails_leaves_its_idempotency_key_free() {
         f.fail("INSERT", table).await;
         assert_clean_503(&format!("task ({table})"), create().send().await.unwrap()).await;
         f.heal(table).await;
-        let list: Value = f
-            .admin
-            .get(format!("{}/v1/tasks", f.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = f.admin_get("/v1/tasks").await;
         assert_eq!(list["data"], json!([]), "a task left behind ({table})");
     }
     let res = create().send().await.unwrap();
