@@ -13,9 +13,10 @@
 //! - 2 % durable task (`POST /v1/tasks` with a fresh `Idempotency-Key`),
 //! - 28 % model list (`GET /v1/models`, the token check alone).
 //!
-//! Prints a markdown table: per window the requests, errors, p50 and p99, and
-//! the gateway's resident memory (from `/proc/PID/status`); then the totals
-//! by kind. Exits 1 if any request failed.
+//! Prints a markdown table: per window the requests, errors, p50 and p99, the
+//! gateway's resident memory (from `/proc/PID/status`) and its task backlog
+//! (`gatehouse_tasks_backlog` of `/metrics`, open to loopback in the soak's
+//! config); then the totals by kind. Exits 1 if any request failed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,8 @@ struct Record {
     windows: BTreeMap<u64, Window>,
     kinds: BTreeMap<Kind, Window>,
     rss_kib: BTreeMap<u64, u64>,
+    /// The task backlog at the last sample of each window.
+    backlog: BTreeMap<u64, u64>,
     first_errors: Vec<String>,
 }
 
@@ -112,6 +115,22 @@ fn args() -> Args {
         "--url and --credentials are needed"
     );
     a
+}
+
+/// `gatehouse_tasks_backlog` from `/metrics`.
+async fn task_backlog(http: &reqwest::Client, url: &str) -> Option<u64> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("gatehouse_tasks_backlog "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -243,10 +262,14 @@ async fn main() {
     if let Some(pid) = a.pid {
         let (record, a) = (record.clone(), a.clone());
         tokio::spawn(async move {
+            let http = reqwest::Client::new();
             loop {
                 let w = start.elapsed().as_secs() / a.window;
                 if let Some(kib) = rss_kib(pid) {
                     record.lock().unwrap().rss_kib.insert(w, kib);
+                }
+                if let Some(n) = task_backlog(&http, &a.url).await {
+                    record.lock().unwrap().backlog.insert(w, n);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -299,12 +322,13 @@ async fn main() {
     let mut r = record.lock().unwrap();
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "| window (s) | requests | req/s | errors | p50 (ms) | p99 (ms) | gateway RSS (MiB) |"
+        "| window (s) | requests | req/s | errors | p50 (ms) | p99 (ms) | gateway RSS (MiB) | task backlog |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut total = 0u64;
     let mut errors = 0u64;
     let rss = r.rss_kib.clone();
+    let backlog = r.backlog.clone();
     for (w, win) in r.windows.iter_mut() {
         win.latencies_us.sort_unstable();
         let n = win.latencies_us.len() as u64;
@@ -314,7 +338,7 @@ async fn main() {
         let to = ((w + 1) * a.window).min(a.seconds);
         let secs = (to - from).max(1) as f64;
         println!(
-            "| {from}–{to} | {n} | {:.0} | {} | {:.2} | {:.2} | {} |",
+            "| {from}–{to} | {n} | {:.0} | {} | {:.2} | {:.2} | {} | {} |",
             n as f64 / secs,
             win.errors,
             percentile(&win.latencies_us, 0.50),
@@ -322,6 +346,7 @@ async fn main() {
             rss.get(w)
                 .map(|k| format!("{:.1}", *k as f64 / 1024.0))
                 .unwrap_or_else(|| "—".into()),
+            backlog.get(w).map_or_else(|| "—".into(), u64::to_string),
         );
     }
     println!();

@@ -107,6 +107,7 @@ cat >"$CONFIG" <<EOF
 [server]
 port = $GW_PORT
 auth_rate_per_minute = 0
+metrics = "loopback"
 
 [providers.mock]
 type = "openai"

@@ -253,6 +253,11 @@ impl From<GatehouseError> for ApiError {
                 "egress_denied",
                 format!("refused by the egress policy: {msg}"),
             ),
+            GatehouseError::QueueFull { limit } => ApiError::too_many(
+                "task_queue_full",
+                format!("{limit} tasks are already waiting to run; try again later"),
+                Duration::from_secs(5),
+            ),
             GatehouseError::Unauthenticated => ApiError::unauthenticated(),
             GatehouseError::Unavailable(why) => {
                 tracing::warn!(why, "unavailable");

@@ -280,6 +280,7 @@ impl Builder {
         let master_source = master.as_ref().map(|(_, s)| s.clone());
         gateway_spec.store = Some(store.clone());
         gateway_spec.master.store(master.map(|(k, _)| Arc::new(k)));
+        let metrics = Arc::new(metrics::Metrics::default());
         let actor_config = ActorConfig {
             sweep_interval: self.config.store.sweep_interval,
             check_interval: self.check_interval,
@@ -293,6 +294,8 @@ impl Builder {
             usage_flush: self.usage_flush,
             tasks: gatehouse_actors::tasks::TaskSetup {
                 concurrency: self.config.tasks.concurrency as usize,
+                max_queued: self.config.tasks.max_queued as usize,
+                backlog: metrics.task_backlog.clone(),
                 lease: self.config.tasks.lease,
                 approver: self.config.tasks.approval,
                 exclusive: self.config.store.backend != config::StoreBackend::Postgres,
@@ -322,7 +325,7 @@ impl Builder {
             upstream,
             inflight: Default::default(),
             master_source,
-            metrics: Default::default(),
+            metrics,
             edge,
         };
         let data = actix_web::web::Data::new(state);

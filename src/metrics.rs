@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use gatehouse_actors::ActorHandles;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub struct Metrics {
     upstream: ArcSwap<HashMap<Arc<str>, Arc<Histogram>>>,
     active_streams: AtomicI64,
     throttled_signins: AtomicU64,
+    /// Tasks queued or running, as the `TaskActor` last counted them.
+    pub task_backlog: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -212,11 +214,13 @@ impl Metrics {
             "# HELP gatehouse_active_streams Streamed model answers in flight.\n# TYPE gatehouse_active_streams gauge\ngatehouse_active_streams {}\n\
              # HELP gatehouse_sessions Live sessions.\n# TYPE gatehouse_sessions gauge\ngatehouse_sessions {}\n\
              # HELP gatehouse_actor_restarts_total Actors the supervisor replaced after they died.\n# TYPE gatehouse_actor_restarts_total counter\ngatehouse_actor_restarts_total {}\n\
-             # HELP gatehouse_signins_throttled_total Password sign-ins refused by throttling.\n# TYPE gatehouse_signins_throttled_total counter\ngatehouse_signins_throttled_total {}\n",
+             # HELP gatehouse_signins_throttled_total Password sign-ins refused by throttling.\n# TYPE gatehouse_signins_throttled_total counter\ngatehouse_signins_throttled_total {}\n\
+             # HELP gatehouse_tasks_backlog Tasks queued or running (every instance), as last counted.\n# TYPE gatehouse_tasks_backlog gauge\ngatehouse_tasks_backlog {}\n",
             self.active_streams.load(Ordering::Relaxed).max(0),
             handles.session_view().len(),
             handles.restarts(),
             self.throttled_signins.load(Ordering::Relaxed),
+            self.task_backlog.load(Ordering::Relaxed),
         );
         out
     }

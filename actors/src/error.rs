@@ -70,6 +70,9 @@ pub enum GatehouseError {
     /// The egress policy forbids this upstream address.
     #[error("egress policy: {0}")]
     EgressDenied(String),
+    /// So many tasks wait to run that no more are taken for now.
+    #[error("the task queue is full ({limit} tasks wait to run)")]
+    QueueFull { limit: usize },
     #[error("storage")]
     Store(#[from] StoreError),
 }

@@ -20,6 +20,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 use time::{Duration, OffsetDateTime};
@@ -59,6 +60,12 @@ pub enum Approver {
 #[derive(Clone)]
 pub struct TaskSetup {
     pub concurrency: usize,
+    /// At most this many tasks wait to run (`queued` or `running`, across
+    /// instances); a create past it is refused. 0: no bound.
+    pub max_queued: usize,
+    /// The backlog as last counted (refreshed every `poll`, raised by each
+    /// create in between): a create checks it without a store read.
+    pub backlog: Arc<AtomicUsize>,
     /// How long a claim holds without renewal.
     pub lease: StdDuration,
     /// How often idle instances look for tasks to claim.
@@ -78,6 +85,7 @@ impl std::fmt::Debug for TaskSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskSetup")
             .field("concurrency", &self.concurrency)
+            .field("max_queued", &self.max_queued)
             .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
@@ -87,6 +95,8 @@ impl Default for TaskSetup {
     fn default() -> Self {
         TaskSetup {
             concurrency: 4,
+            max_queued: 10_000,
+            backlog: Arc::default(),
             lease: StdDuration::from_secs(30),
             poll: StdDuration::from_secs(1),
             approver: Approver::Both,
@@ -289,6 +299,8 @@ pub struct TaskActor {
     /// Claimed and being marked running (they count against the concurrency).
     starting: std::collections::HashSet<String>,
     claiming: bool,
+    /// A backlog count is under way.
+    counting: Arc<AtomicBool>,
     /// The first claim of an exclusive store also takes stale claims.
     first_claim: bool,
 }
@@ -303,6 +315,7 @@ impl TaskActor {
             running: HashMap::new(),
             starting: Default::default(),
             claiming: false,
+            counting: Arc::default(),
             first_claim: true,
         }
     }
@@ -463,6 +476,29 @@ impl TaskActor {
         }));
     }
 
+    /// Counts the backlog again (other instances create and finish tasks too).
+    fn count_backlog(&mut self, ctx: &mut Context<Self>) {
+        if self.setup.max_queued == 0 || self.counting.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (store, cap, backlog, counting) = (
+            self.store.clone(),
+            self.setup.max_queued.saturating_add(1),
+            self.setup.backlog.clone(),
+            self.counting.clone(),
+        );
+        ctx.spawn(
+            async move {
+                match store.open_tasks(cap).await {
+                    Ok(n) => backlog.store(n, Ordering::Relaxed),
+                    Err(e) => tracing::warn!(error = %e, "counting the task backlog failed"),
+                }
+                counting.store(false, Ordering::Relaxed);
+            }
+            .into_actor(self),
+        );
+    }
+
     fn stop_local(&mut self, id: &str, ctx: &mut Context<Self>) {
         if let Some(handle) = self.running.remove(id) {
             ctx.cancel_future(handle);
@@ -475,7 +511,11 @@ impl Actor for TaskActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.setup.poll, |act, ctx| act.claim(ctx));
+        ctx.run_interval(self.setup.poll, |act, ctx| {
+            act.count_backlog(ctx);
+            act.claim(ctx);
+        });
+        self.count_backlog(ctx);
         let beat = self.setup.lease / 3;
         ctx.run_interval(beat.max(StdDuration::from_millis(100)), |act, ctx| {
             act.heartbeat(ctx)
@@ -490,6 +530,7 @@ impl Supervised for TaskActor {
         self.running.clear();
         self.starting.clear();
         self.claiming = false;
+        self.counting.store(false, Ordering::Relaxed);
     }
 }
 
@@ -630,6 +671,10 @@ impl Handler<Finish> for TaskActor {
         AtomicResponse::new(Box::pin(job.into_actor(self).map(|done, act, ctx| {
             if let Some(id) = done {
                 act.setup.notify.notify(&id);
+                let _ = act
+                    .setup
+                    .backlog
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             }
             act.claim(ctx);
         })))
@@ -725,15 +770,30 @@ async fn apply(
     Ok((t, vec![event], 200))
 }
 
+// Mutations run side by side, not one at a time through this mailbox: the
+// store makes each one atomic (a second write of a key is refused, a stale
+// task version is read again), so the actor only starts them and acts on
+// what they did.
 impl Handler<Mutate> for TaskActor {
-    type Result = AtomicResponse<Self, Result<Mutated, GatehouseError>>;
+    type Result = ResponseActFuture<Self, Result<Mutated, GatehouseError>>;
 
     fn handle(&mut self, m: Mutate, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
         let approver = self.setup.approver;
+        let (limit, backlog) = (self.setup.max_queued, self.setup.backlog.clone());
         let job = async move {
             if let Some(rec) = store.get_idempotency(&m.principal, &m.key, m.now).await? {
                 return replay(rec, &m.fingerprint).map(|r| (r, None));
+            }
+            // A replay is answered even when the queue is full; a new task
+            // that would wait to run is not taken past the bound.
+            let queues = match &m.op {
+                Op::Create(t) => !t.requires_approval,
+                Op::Approve(_) | Op::Retry(_) => true,
+                Op::Cancel(_) => false,
+            };
+            if queues && limit > 0 && backlog.load(Ordering::Relaxed) >= limit {
+                return Err(GatehouseError::QueueFull { limit });
             }
             for _ in 0..5 {
                 let (task, events, status) =
@@ -752,6 +812,9 @@ impl Handler<Mutate> for TaskActor {
                 let was_running = matches!(&m.op, Op::Cancel(_)).then(|| task.clone());
                 match store.save_task(task, events, Some(idem)).await? {
                     SaveTask::Saved => {
+                        if queues {
+                            backlog.fetch_add(1, Ordering::Relaxed);
+                        }
                         return Ok((
                             Mutated {
                                 status,
@@ -771,7 +834,7 @@ impl Handler<Mutate> for TaskActor {
                 "the task kept changing; retry".into(),
             ))
         };
-        AtomicResponse::new(Box::pin(job.into_actor(self).map(|res, act, ctx| {
+        Box::pin(job.into_actor(self).map(|res, act, ctx| {
             let (answer, effect) = res?;
             if let Some((cancelled, op)) = effect {
                 let id = match &op {
@@ -791,6 +854,6 @@ impl Handler<Mutate> for TaskActor {
                 }
             }
             Ok(answer)
-        })))
+        }))
     }
 }

@@ -160,6 +160,9 @@ impl Store for Gated {
     ) -> Result<Vec<TaskRecord>, StoreError> {
         self.inner.claim_tasks(i, now, until, n).await
     }
+    async fn open_tasks(&self, cap: usize) -> Result<usize, StoreError> {
+        self.inner.open_tasks(cap).await
+    }
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.inner.check_writable().await
     }

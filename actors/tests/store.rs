@@ -89,6 +89,7 @@ both!(
     concurrent_saves_with_one_key_save_one_task,
     claims_take_runnable_tasks_oldest_first,
     concurrent_claims_never_share_a_task,
+    the_backlog_counts_queued_and_running_tasks_up_to_a_cap,
     idempotency_sweeps_and_reads_skip_expired,
     reservations_are_all_or_none_and_stop_at_the_limit,
     concurrent_reservations_never_pass_the_limit,
@@ -1221,6 +1222,71 @@ mod cases {
         }
     }
 
+    pub async fn the_backlog_counts_queued_and_running_tasks_up_to_a_cap(s: &dyn Store) {
+        let at = |m: i64| T0 + Duration::minutes(m);
+        assert_eq!(s.open_tasks(100).await.unwrap(), 0, "an empty store");
+        let statuses = [
+            TaskStatus::PendingApproval,
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+            TaskStatus::Queued,
+        ];
+        for (i, st) in statuses.into_iter().enumerate() {
+            let t = task(&format!("t{i}"), st, at(i as i64));
+            assert_eq!(s.save_task(t, vec![], None).await.unwrap(), SaveTask::Saved);
+        }
+        assert_eq!(s.open_tasks(100).await.unwrap(), 3, "t1, t2 and t6");
+        assert_eq!(s.open_tasks(2).await.unwrap(), 2, "no further than the cap");
+        assert_eq!(s.open_tasks(0).await.unwrap(), 0);
+
+        // Finishing leaves the backlog and the claims; a retry comes back.
+        let mut t1 = s.get_task("t1").await.unwrap().unwrap();
+        t1.status = TaskStatus::Succeeded;
+        t1.version += 1;
+        assert_eq!(
+            s.save_task(t1.clone(), vec![], None).await.unwrap(),
+            SaveTask::Saved
+        );
+        assert_eq!(s.open_tasks(100).await.unwrap(), 2);
+        let now = at(100);
+        let claimed = s
+            .claim_tasks("a", now, now + Duration::seconds(30), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&claimed),
+            vec!["t2", "t6"],
+            "a finished task is not claimed"
+        );
+        t1.status = TaskStatus::Queued;
+        t1.version += 1;
+        assert_eq!(
+            s.save_task(t1, vec![], None).await.unwrap(),
+            SaveTask::Saved
+        );
+        assert_eq!(s.open_tasks(100).await.unwrap(), 3);
+        let claimed = s
+            .claim_tasks("b", now, now + Duration::seconds(30), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&claimed),
+            vec!["t1"],
+            "the retried task, not the claimed ones"
+        );
+        // A refused (stale) write changes nothing.
+        let mut stale = s.get_task("t6").await.unwrap().unwrap();
+        stale.status = TaskStatus::Cancelled;
+        assert_eq!(
+            s.save_task(stale, vec![], None).await.unwrap(),
+            SaveTask::Stale
+        );
+        assert_eq!(s.open_tasks(100).await.unwrap(), 3);
+    }
+
     pub async fn concurrent_claims_never_share_a_task(s: &dyn Store) {
         let now = T0 + Duration::hours(1);
         let until = now + Duration::hours(1);
@@ -1502,6 +1568,47 @@ mod reopen {
         };
         let s = open_again(dir.path()).await;
         check_tasks(&s, &t).await;
+    }
+
+    /// A home written before the queue index existed gets it built on open:
+    /// its queued tasks are claimed and counted, its finished ones are not.
+    #[actix_rt::test]
+    async fn sled_builds_the_task_queue_index_for_an_older_home() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            for (id, st, m) in [
+                ("done", TaskStatus::Succeeded, 0),
+                ("q1", TaskStatus::Queued, 1),
+                ("wait", TaskStatus::PendingApproval, 2),
+                ("q2", TaskStatus::Queued, 3),
+            ] {
+                let t = task(id, st, T0 + Duration::minutes(m));
+                assert_eq!(s.save_task(t, vec![], None).await.unwrap(), SaveTask::Saved);
+            }
+        }
+        // As an older version left it: no index and no marker.
+        let db = loop {
+            match ::sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        db.drop_tree("task_queue").unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .remove("task_queue_indexed")
+            .unwrap();
+        db.flush().unwrap();
+        drop(db);
+
+        let s = open_again(dir.path()).await;
+        assert_eq!(s.open_tasks(100).await.unwrap(), 2);
+        let claimed = s
+            .claim_tasks("a", T0, T0 + Duration::hours(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&claimed), vec!["q1", "q2"]);
     }
 
     #[actix_rt::test]

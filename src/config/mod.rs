@@ -311,6 +311,9 @@ pub struct EgressConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TasksConfig {
     pub concurrency: u32,
+    /// Tasks that may wait to run (queued or running) before creates are
+    /// refused with `429 task_queue_full`; 0 means no bound.
+    pub max_queued: u32,
     /// Who may approve a task that requires approval.
     pub approval: gatehouse_actors::tasks::Approver,
     /// How long an instance's claim on a running task holds without renewal.

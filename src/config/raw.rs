@@ -283,6 +283,8 @@ pub(super) struct RawTasks {
     #[serde(deserialize_with = "lenient")]
     pub(super) concurrency: u32,
     #[serde(deserialize_with = "lenient")]
+    pub(super) max_queued: u32,
+    #[serde(deserialize_with = "lenient")]
     pub(super) approval: String,
     #[serde(deserialize_with = "lenient")]
     pub(super) lease: String,

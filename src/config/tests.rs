@@ -74,11 +74,12 @@ fn defaults_have_documented_values() {
         }
     );
     assert_eq!(c.tasks.concurrency, 4);
+    assert_eq!(c.tasks.max_queued, 10_000);
 }
 
 #[test]
 fn home_file_overrides_defaults() {
-    let c = load("[server]\nport = 9090\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[tasks]\nconcurrency = 2\n", &[]).unwrap();
+    let c = load("[server]\nport = 9090\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[tasks]\nconcurrency = 2\nmax_queued = 0\n", &[]).unwrap();
     assert_eq!(c.server.port, 9090);
     assert_eq!(c.server.host, "127.0.0.1");
     assert_eq!(
@@ -89,6 +90,7 @@ fn home_file_overrides_defaults() {
         ]
     );
     assert_eq!(c.tasks.concurrency, 2);
+    assert_eq!(c.tasks.max_queued, 0, "no bound");
 }
 
 #[test]

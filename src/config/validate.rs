@@ -468,6 +468,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     let tasks = TasksConfig {
         concurrency: at_least("tasks.concurrency", raw.tasks.concurrency, 1)?,
+        max_queued: raw.tasks.max_queued,
         approval: match s_lower(&raw.tasks.approval).as_str() {
             "owner" => gatehouse_actors::tasks::Approver::Owner,
             "admin" => gatehouse_actors::tasks::Approver::Admin,

@@ -171,6 +171,7 @@ fn task_input() -> utoipa::openapi::schema::Schema {
         (status = 409, description = "`idempotency_key_in_use` while the first request is handled", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+        (status = 429, description = "`task_queue_full`: `[tasks] max_queued` tasks wait to run already (with `Retry-After`), or a rate limit", body = ErrorBody),
         (status = 502, description = "`agent_contract_mismatch`: the agent backend cannot take it", body = ErrorBody),
     ))]
 pub async fn create(
@@ -280,6 +281,7 @@ pub async fn create(
         (status = 404, description = "No such task of the caller's", body = ErrorBody),
         (status = 409, description = "`invalid_transition`, or `idempotency_key_in_use` while the first request is handled", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+        (status = 429, description = "`task_queue_full`: `[tasks] max_queued` tasks wait to run already (with `Retry-After`)", body = ErrorBody),
     ))]
 pub async fn approve(
     req: HttpRequest,
@@ -320,6 +322,7 @@ pub async fn cancel(
         (status = 404, description = "No such task of the caller's", body = ErrorBody),
         (status = 409, description = "`invalid_transition`, or `idempotency_key_in_use` while the first request is handled", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused` with another body", body = ErrorBody),
+        (status = 429, description = "`task_queue_full`: `[tasks] max_queued` tasks wait to run already (with `Retry-After`)", body = ErrorBody),
     ))]
 pub async fn retry(
     req: HttpRequest,

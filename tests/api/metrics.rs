@@ -175,6 +175,7 @@ async fn metrics_count_requests_calls_sessions_and_throttled_signins_by_route_pa
     assert_eq!(value(&text, "gatehouse_sessions"), Some(1.0));
     assert_eq!(value(&text, "gatehouse_active_streams"), Some(0.0));
     assert_eq!(value(&text, "gatehouse_actor_restarts_total"), Some(0.0));
+    assert_eq!(value(&text, "gatehouse_tasks_backlog"), Some(0.0));
     for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
         assert!(
             line.ends_with(" counter") || line.ends_with(" gauge") || line.ends_with(" histogram"),

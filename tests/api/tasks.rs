@@ -434,6 +434,99 @@ async fn cancelling_a_running_task_stops_the_upstream_call_and_retry_runs_it_aga
     assert_eq!(res.status(), 200);
 }
 
+#[actix_rt::test]
+async fn past_max_queued_a_create_is_429_until_the_backlog_shrinks() {
+    let gw = gateway("[tasks]\nconcurrency = 1\nmax_queued = 3\n").await;
+    let create =
+        |key: &'static str| gw.task_req(&gw.token, "/v1/tasks", Some(key), chat_task("oa/endless"));
+    let mut ids = Vec::new();
+    for key in ["q1", "q2", "q3"] {
+        let res = create(key).await;
+        assert_eq!(res.status(), 202);
+        ids.push(
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let full = create("q4").await;
+    assert_eq!(full.status(), 429);
+    let retry_after: u64 = full.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: Value = full.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "task_queue_full");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 tasks"),
+        "{body}"
+    );
+
+    // A replay is answered from its key; a task held for approval waits
+    // outside the queue, and approving it would join the queue.
+    let replay = create("q1").await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let mut held = chat_task("oa/m1");
+    held["requires_approval"] = json!(true);
+    let held = gw.task_req(&gw.token, "/v1/tasks", Some("h1"), held).await;
+    assert_eq!(held.status(), 202);
+    let held_id = held.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approve = gw
+        .task_req(
+            &gw.token,
+            &format!("/v1/tasks/{held_id}/approve"),
+            Some("ap"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(approve).await, (429, "task_queue_full".into()));
+    let list: Value = gw
+        .get_as(&gw.token, "/v1/tasks")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        4,
+        "nothing was made by a refusal"
+    );
+
+    // Cancelling shrinks the backlog; creates are taken again once it is
+    // counted anew (each poll), under the same key that was refused.
+    for id in &ids[1..] {
+        let res = gw
+            .task_req(
+                &gw.token,
+                &format!("/v1/tasks/{id}/cancel"),
+                Some(&format!("c-{id}")),
+                json!({}),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let mut status = 0;
+    for _ in 0..50 {
+        status = create("q4").await.status().as_u16();
+        if status != 429 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 202, "taken once the backlog was counted again");
+}
+
 /// What a fake agent backend saw: each request's path and its contract header.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 

@@ -242,6 +242,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StoreError>;
 
+    /// How many tasks are `queued` or `running` (the backlog the runners
+    /// work through), counting no further than `cap`.
+    async fn open_tasks(&self, cap: usize) -> Result<usize, StoreError>;
+
     // --- run-time gateway settings ---------------------------------------
     /// Every provider, profile, alias and setting added at run time.
     async fn load_gateway(&self) -> Result<Vec<GatewayItem>, StoreError>;

@@ -9,8 +9,8 @@ use crate::error::{GatehouseError, StoreError};
 use crate::ids::TokenHash;
 use crate::model::{
     AuditEvent, Counter, Draw, GatewayItem, IdempotencyRecord, ItemKind, OAuthState, Reserve,
-    SaveTask, SessionRecord, SigningKeyRecord, TaskEvent, TaskRecord, TokenChange, TokenRecord,
-    UsageBucket, UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
+    SaveTask, SessionRecord, SigningKeyRecord, TaskEvent, TaskRecord, TaskStatus, TokenChange,
+    TokenRecord, UsageBucket, UsageQuery, UsageRecord, UsageRow, UserChange, UserRecord,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -40,6 +40,9 @@ struct Inner {
     usage: Tree,
     /// Task id → task.
     tasks: Tree,
+    /// [`queue_key`] → nothing, for each task that is `queued` or `running`:
+    /// claims and the backlog count read this, not every task ever made.
+    task_queue: Tree,
     /// [`event_key`] → task event.
     task_events: Tree,
     /// [`idem_key`] → idempotency record.
@@ -78,6 +81,7 @@ impl SledStore {
             avatars: db.open_tree("avatars")?,
             usage: db.open_tree("usage")?,
             tasks: db.open_tree("tasks")?,
+            task_queue: db.open_tree("task_queue")?,
             task_events: db.open_tree("task_events")?,
             idempotency: db.open_tree("idempotency")?,
             gateway: db.open_tree("gateway")?,
@@ -88,6 +92,7 @@ impl SledStore {
             task_lock: Mutex::new(()),
             limit_lock: Mutex::new(()),
         };
+        inner.index_task_queue()?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -187,6 +192,40 @@ fn name_key(username: &str) -> Vec<u8> {
 /// (times before 1970 included) and a time range is a key range.
 fn usage_time_key(at: OffsetDateTime) -> [u8; 16] {
     ((at.unix_timestamp_nanos() as u128) ^ (1 << 127)).to_be_bytes()
+}
+
+/// [`usage_time_key`] of `created_at`, then the id: the claim order.
+fn queue_key(t: &TaskRecord) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + t.id.len());
+    k.extend_from_slice(&usage_time_key(t.created_at));
+    k.extend_from_slice(t.id.as_bytes());
+    k
+}
+
+/// Whether a task in this status waits in (or holds a place of) the queue.
+fn in_queue(t: &TaskRecord) -> bool {
+    matches!(t.status, TaskStatus::Queued | TaskStatus::Running)
+}
+
+impl Inner {
+    /// Builds the queue index from the tasks once (a home from before it).
+    fn index_task_queue(&self) -> Result<(), StoreError> {
+        const DONE: &str = "task_queue_indexed";
+        if self.meta.contains_key(DONE)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for v in self.tasks.iter().values() {
+            let t: TaskRecord = from_json(&v?)?;
+            if in_queue(&t) {
+                batch.insert(queue_key(&t), &[]);
+            }
+        }
+        self.task_queue.apply_batch(batch)?;
+        self.meta.insert(DONE, &[1u8])?;
+        self.db.flush()?;
+        Ok(())
+    }
 }
 
 /// The task id, a 0 byte, then the big-endian `seq`: a task's events sort
@@ -870,9 +909,15 @@ impl Store for SledStore {
                 .map(|e| Ok((e.seq, event_key(&e.task_id, e.seq), to_json(e)?)))
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let idem_bytes = idem.as_ref().map(to_json).transpose()?;
-            (&i.tasks, &i.task_events, &i.idempotency)
-                .transaction(|(tasks, evs, keys)| {
+            let (queue_key, queued) = (queue_key(&task), in_queue(&task));
+            (&i.tasks, &i.task_events, &i.idempotency, &i.task_queue)
+                .transaction(|(tasks, evs, keys, queue)| {
                     tasks.insert(task.id.as_bytes(), task_bytes.as_slice())?;
+                    if queued {
+                        queue.insert(queue_key.as_slice(), &[])?;
+                    } else {
+                        queue.remove(queue_key.as_slice())?;
+                    }
                     for (seq, k, v) in &event_bytes {
                         if evs.insert(k.as_slice(), v.as_slice())?.is_some() {
                             // As PostgreSQL's primary key: never overwritten.
@@ -979,15 +1024,21 @@ impl Store for SledStore {
         let instance = instance.to_owned();
         self.run_store(move |i| {
             let _guard = i.task_lock.lock().unwrap_or_else(|p| p.into_inner());
+            // Oldest first, through the queue index: the claimed and
+            // running tasks skipped here are few (the instances' slots).
             let mut due = Vec::new();
-            for v in i.tasks.iter().values() {
-                let t: TaskRecord = from_json(&v?)?;
+            for k in i.task_queue.iter().keys() {
+                let k = k?;
+                let id = k.get(16..).unwrap_or_default();
+                let Some(v) = i.tasks.get(id)? else { continue };
+                let t: TaskRecord = from_json(&v)?;
                 if t.claimable(now) {
                     due.push(t);
+                    if due.len() == limit {
+                        break;
+                    }
                 }
             }
-            sort_tasks(&mut due);
-            due.truncate(limit);
             let mut batch = sled::Batch::default();
             for t in &mut due {
                 t.claimed_by = Some(instance.clone());
@@ -997,6 +1048,18 @@ impl Store for SledStore {
             }
             i.tasks.apply_batch(batch)?;
             Ok(due)
+        })
+        .await
+    }
+
+    async fn open_tasks(&self, cap: usize) -> Result<usize, StoreError> {
+        self.read(move |i| {
+            let mut n = 0;
+            for k in i.task_queue.iter().keys().take(cap) {
+                k?;
+                n += 1;
+            }
+            Ok(n)
         })
         .await
     }

@@ -670,6 +670,10 @@ impl Store for PgStore {
         tasks::claim_tasks(self, instance, now, until, limit).await
     }
 
+    async fn open_tasks(&self, cap: usize) -> Result<usize, StoreError> {
+        tasks::open_tasks(self, cap).await
+    }
+
     // --- run-time gateway settings ---------------------------------------
 
     async fn load_gateway(&self) -> Result<Vec<GatewayItem>, StoreError> {

@@ -396,3 +396,27 @@ pub(super) async fn claim_tasks(
     claimed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(claimed)
 }
+
+pub(super) async fn open_tasks(store: &PgStore, cap: usize) -> Result<usize, StoreError> {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    store
+        .one("open_tasks", &cap, |c, cap| {
+            Box::pin(async move {
+                // Counts through the (status, created_at) index, no further than cap.
+                let row = query_opt(
+                    c,
+                    "SELECT count(*) FROM (SELECT 1 FROM tasks \
+                     WHERE status IN ('queued', 'running') LIMIT $1) open",
+                    &[cap],
+                )
+                .await?;
+                let n: i64 = match row {
+                    Some(r) => r.try_get(0)?,
+                    None => 0,
+                };
+                Ok(usize::try_from(n).unwrap_or(0))
+            })
+        })
+        .await
+        .map_err(into_store)
+}
