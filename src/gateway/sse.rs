@@ -86,6 +86,17 @@ impl SseParser {
         self.buf.len()
     }
 
+    /// The largest event accepted.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max
+    }
+
+    /// Between two events, with nothing buffered and nothing left to skip:
+    /// bytes fed now start a new event (or a blank line).
+    pub fn at_boundary(&self) -> bool {
+        self.buf.is_empty() && !self.skip_lf && self.bom_done
+    }
+
     /// Appends bytes; returns every event completed by them (possibly none), in order.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         let r = self.feed_inner(chunk);

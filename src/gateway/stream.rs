@@ -113,6 +113,47 @@ impl ProxyStream {
     }
 }
 
+/// Whether `chunk` may go to the client as it is, without parsing it into
+/// events: an OpenAI stream passed through, the parser between events, and
+/// the chunk whole events that the parser would dispatch unchanged (see
+/// [`whole_events`]), UTF-8, no larger than one event may be, and with no
+/// usage object to read or strip. [`relay`] would write exactly these bytes
+/// and read nothing from them; the proxy's common chunk skips its copies.
+pub fn passes_whole(parser: &SseParser, mode: &Mode, chunk: &[u8]) -> bool {
+    matches!(mode, Mode::OpenAi { .. })
+        && parser.at_boundary()
+        && chunk.len() <= parser.max_event_bytes()
+        && chunk.ends_with(b"\n\n")
+        && whole_events(chunk)
+        && std::str::from_utf8(chunk).is_ok_and(|s| !has_usage_object(s))
+}
+
+/// Whether `chunk` is whole events, each kept by the parser as it is: lines
+/// end with `\n` (no `\r`), each line is `data:…` or a `:` comment (a block
+/// of those is always dispatched, never dropped), and each blank line ends a
+/// block (a leading or second blank line would be dropped).
+fn whole_events(chunk: &[u8]) -> bool {
+    if memchr::memchr(b'\r', chunk).is_some() {
+        return false;
+    }
+    let (mut start, mut after_blank) = (0, true);
+    for end in memchr::memchr_iter(b'\n', chunk) {
+        let line = &chunk[start..end];
+        if line.is_empty() {
+            if after_blank {
+                return false;
+            }
+            after_blank = true;
+        } else if line.starts_with(b"data:") || line.starts_with(b":") {
+            after_blank = false;
+        } else {
+            return false;
+        }
+        start = end + 1;
+    }
+    start == chunk.len() && after_blank
+}
+
 /// What a [`ProxyStream`] does with a chunk of upstream bytes, its timers
 /// aside: the SSE events it completes go to `out`, passed through or
 /// translated by `mode`, and the usage read off the way goes to `tokens`.
@@ -189,8 +230,11 @@ pub fn finish(mode: &mut Mode, tokens: &mut (u64, u64), out: &mut Vec<u8>) {
 
 /// Whether a chunk carries a usage object (not `"usage": null`), without parsing it.
 pub fn has_usage_object(data: &str) -> bool {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
     let mut rest = data;
-    while let Some(i) = rest.find("\"usage\"") {
+    while let Some(i) = USAGE.find(rest.as_bytes()) {
+        // `"usage"` is ASCII: i + 7 is a char boundary.
         rest = &rest[i + 7..];
         let after = rest.trim_start();
         if let Some(value) = after.strip_prefix(':') {
@@ -250,6 +294,9 @@ impl Stream for ProxyStream {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.last_data = Instant::now();
                     this.received |= !chunk.is_empty();
+                    if passes_whole(&this.parser, &this.mode, &chunk) {
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
                     if let Err(e) = this.process(&chunk, &mut out) {
                         this.fail(&e, &mut out);
                     }
@@ -306,5 +353,90 @@ mod tests {
             &serde_json::json!({"type":"message_delta","usage":{"output_tokens":12}}),
         );
         assert_eq!(t, (10, 12));
+    }
+
+    /// A chunk passed whole is what `relay` would have written, and leaves
+    /// the parser and the usage as `relay` would: over every split of
+    /// streams with usage chunks, CRLFs, comments, a BOM and a split event.
+    #[test]
+    fn a_chunk_passed_whole_is_what_relay_writes() {
+        let streams = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+             data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n: keep-alive\n\n\
+             data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n\
+             data: [DONE]\n\n",
+            "\u{feff}data: {\"choices\":[]}\r\n\r\ndata: {\"x\":\"é\"}\n\ndata: {\"usage\" : {\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n",
+            // Blocks the parser drops or reshapes: id-only, empty event names,
+            // extra blank lines, an unknown field.
+            "data: a\n\nid: 7\n\ndata: b\n\n\ndata: c\n\nevent:\n\nevent: x\ndata: d\n\nfoo: y\ndata: e\n\ndata\n\n",
+        ];
+        let mut passed = 0;
+        for strip_usage in [false, true] {
+            for stream in streams {
+                let bytes = stream.as_bytes();
+                for i in 0..=bytes.len() {
+                    for j in (i..=bytes.len()).step_by(3) {
+                        let parts = [&bytes[..i], &bytes[i..j], &bytes[j..]];
+                        let (mut p1, mut m1, mut t1, mut o1) = (
+                            SseParser::new(MAX_EVENT_BYTES),
+                            Mode::OpenAi { strip_usage },
+                            (0, 0),
+                            Vec::new(),
+                        );
+                        let (mut p2, mut m2, mut t2, mut o2) = (
+                            SseParser::new(MAX_EVENT_BYTES),
+                            Mode::OpenAi { strip_usage },
+                            (0, 0),
+                            Vec::new(),
+                        );
+                        for part in parts {
+                            relay(&mut p1, &mut m1, &mut t1, part, &mut o1).unwrap();
+                            if passes_whole(&p2, &m2, part) {
+                                o2.extend_from_slice(part);
+                                passed += 1;
+                            } else {
+                                relay(&mut p2, &mut m2, &mut t2, part, &mut o2).unwrap();
+                            }
+                            assert_eq!(o1, o2, "{stream:?} split at {i},{j}");
+                            assert_eq!(t1, t2);
+                            assert_eq!(p1.pending(), p2.pending());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(passed > 100, "the fast path was taken ({passed})");
+        // Never for a translated stream, a usage chunk, a CR or a split event.
+        let p = {
+            let mut p = SseParser::new(MAX_EVENT_BYTES);
+            relay(
+                &mut p,
+                &mut Mode::Anthropic,
+                &mut (0, 0),
+                b"data: {}\n\n",
+                &mut Vec::new(),
+            )
+            .unwrap();
+            p
+        };
+        let openai = Mode::OpenAi { strip_usage: false };
+        assert!(passes_whole(&p, &openai, b"data: {\"usage\":null}\n\n"));
+        assert!(!passes_whole(&p, &Mode::Anthropic, b"data: {}\n\n"));
+        assert!(!passes_whole(&p, &openai, b"data: {\"usage\":{}}\n\n"));
+        assert!(!passes_whole(&p, &openai, b"data: {}\r\n\r\n"));
+        assert!(!passes_whole(&p, &openai, b"data: {}\n"));
+        assert!(!passes_whole(&p, &openai, b"id: 1\n\n"));
+        assert!(!passes_whole(&p, &openai, b"data: {}\n\n\n"));
+        assert!(!passes_whole(&p, &openai, b"\ndata: {}\n\n"));
+        assert!(passes_whole(
+            &p,
+            &openai,
+            b": ping\n\ndata: {}\ndata: {}\n\n"
+        ));
+        assert!(!passes_whole(&p, &openai, b"data: \xff\n\n"));
+        assert!(
+            !passes_whole(&SseParser::new(MAX_EVENT_BYTES), &openai, b"data: {}\n\n"),
+            "a BOM could come first"
+        );
     }
 }
