@@ -145,6 +145,11 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 api_key = "sk-mock"
 models = ["m"]
 local = true
+
+# The task-creation run creates tasks far faster than 4 slots run them: lift
+# the backlog bound (default 10,000), or it would measure 429 task_queue_full.
+[tasks]
+max_queued = 0
 EOF
 GATEHOUSE_LOG=warn taskset -c 0 "$GW_BIN" serve --home "$HOME_DIR" --config "$CONFIG" --port "$GW_PORT" \
     >"$GW_OUT" 2>"$GW_ERR" &

@@ -113,19 +113,85 @@ impl ProxyStream {
     }
 }
 
-/// Whether `chunk` may go to the client as it is, without parsing it into
-/// events: an OpenAI stream passed through, the parser between events, and
-/// the chunk whole events that the parser would dispatch unchanged (see
-/// [`whole_events`]), UTF-8, no larger than one event may be, and with no
-/// usage object to read or strip. [`relay`] would write exactly these bytes
-/// and read nothing from them; the proxy's common chunk skips its copies.
-pub fn passes_whole(parser: &SseParser, mode: &Mode, chunk: &[u8]) -> bool {
-    matches!(mode, Mode::OpenAi { .. })
-        && parser.at_boundary()
+/// The proxy's path for a chunk of an OpenAI stream passed through that is
+/// whole events the parser would dispatch unchanged (see [`whole_events`]),
+/// UTF-8 and no larger than one event may be, with the parser between
+/// events: what [`relay`] would write, without the parser's copies — the
+/// chunk itself when no event carries a usage object (the common chunk),
+/// else the chunk without the usage-only event the gateway asked for on the
+/// client's behalf. `None`: the chunk needs [`relay`].
+pub fn relay_whole(
+    parser: &SseParser,
+    mode: &Mode,
+    tokens: &mut (u64, u64),
+    chunk: &Bytes,
+) -> Option<Bytes> {
+    let Mode::OpenAi { strip_usage } = *mode else {
+        return None;
+    };
+    if !(parser.at_boundary()
         && chunk.len() <= parser.max_event_bytes()
         && chunk.ends_with(b"\n\n")
-        && whole_events(chunk)
-        && std::str::from_utf8(chunk).is_ok_and(|s| !has_usage_object(s))
+        && whole_events(chunk))
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(chunk).ok()?;
+    if !has_usage_object(text) {
+        return Some(chunk.clone());
+    }
+    // Event by event, as `relay` reads them: whole events end at each "\n\n".
+    let mut kept: Option<Vec<u8>> = None;
+    let mut start = 0;
+    for end in memchr::memmem::find_iter(chunk, b"\n\n") {
+        let event = &text[start..end + 2];
+        let drop = has_usage_object(event) && read_usage(&event_data(event), strip_usage, tokens);
+        match (&mut kept, drop) {
+            (None, true) => kept = Some(chunk[..start].to_vec()),
+            (Some(out), false) => out.extend_from_slice(event.as_bytes()),
+            _ => {}
+        }
+        start = end + 2;
+    }
+    Some(kept.map_or_else(|| chunk.clone(), Bytes::from))
+}
+
+/// The data of a whole event of `data:` and comment lines, as the parser
+/// joins it.
+fn event_data(event: &str) -> String {
+    let mut data = String::new();
+    for (i, v) in event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|v| v.strip_prefix(' ').unwrap_or(v))
+        .enumerate()
+    {
+        if i > 0 {
+            data.push('\n');
+        }
+        data.push_str(v);
+    }
+    data
+}
+
+/// Reads the usage of an OpenAI chunk's data into `tokens`; whether to drop
+/// the chunk (a usage-only chunk the client did not ask for).
+fn read_usage(data: &str, strip_usage: bool, tokens: &mut (u64, u64)) -> bool {
+    if !has_usage_object(data) {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return false;
+    };
+    let Some(u) = translate::openai_usage(&v) else {
+        return false;
+    };
+    *tokens = u;
+    let no_choices = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty);
+    strip_usage && no_choices
 }
 
 /// Whether `chunk` is whole events, each kept by the parser as it is: lines
@@ -169,19 +235,8 @@ pub fn relay(
         let data = ev.data.as_str();
         match mode {
             Mode::OpenAi { strip_usage } => {
-                if has_usage_object(data) {
-                    if let Ok(v) = serde_json::from_str::<Value>(data) {
-                        if let Some(u) = translate::openai_usage(&v) {
-                            *tokens = u;
-                            let no_choices = v
-                                .get("choices")
-                                .and_then(Value::as_array)
-                                .is_some_and(Vec::is_empty);
-                            if *strip_usage && no_choices {
-                                continue;
-                            }
-                        }
-                    }
+                if read_usage(data, *strip_usage, tokens) {
+                    continue;
                 }
                 out.extend_from_slice(&ev.raw);
             }
@@ -294,8 +349,13 @@ impl Stream for ProxyStream {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.last_data = Instant::now();
                     this.received |= !chunk.is_empty();
-                    if passes_whole(&this.parser, &this.mode, &chunk) {
-                        return Poll::Ready(Some(Ok(chunk)));
+                    if let Some(whole) =
+                        relay_whole(&this.parser, &this.mode, &mut this.guard.tokens, &chunk)
+                    {
+                        if whole.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(whole)));
                     }
                     if let Err(e) = this.process(&chunk, &mut out) {
                         this.fail(&e, &mut out);
@@ -355,58 +415,61 @@ mod tests {
         assert_eq!(t, (10, 12));
     }
 
-    /// A chunk passed whole is what `relay` would have written, and leaves
-    /// the parser and the usage as `relay` would: over every split of
-    /// streams with usage chunks, CRLFs, comments, a BOM and a split event.
+    /// A chunk taken by `relay_whole` gives what `relay` would have written,
+    /// and leaves the parser and the usage as `relay` would: over every split
+    /// of streams with usage chunks (stripped or kept), multi-line data,
+    /// comments, CRLFs, a BOM and blocks the parser drops.
     #[test]
-    fn a_chunk_passed_whole_is_what_relay_writes() {
+    fn relay_whole_writes_what_relay_writes() {
         let streams = [
             "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
              data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n: keep-alive\n\n\
              data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n\
              data: [DONE]\n\n",
+            // Usage with choices (kept), over two data lines, and a comment
+            // that only looks like usage.
+            ": \"usage\": {\n\ndata: {\"choices\":[{\"delta\":{}}],\ndata: \"usage\" : {\"prompt_tokens\":2,\"completion_tokens\":9}}\n\n\
+             data: {\"choices\": [], \"usage\": {\"prompt_tokens\":1}}\n\ndata: {\"usage\":{\"bad\"\n\n",
             "\u{feff}data: {\"choices\":[]}\r\n\r\ndata: {\"x\":\"é\"}\n\ndata: {\"usage\" : {\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n",
             // Blocks the parser drops or reshapes: id-only, empty event names,
             // extra blank lines, an unknown field.
             "data: a\n\nid: 7\n\ndata: b\n\n\ndata: c\n\nevent:\n\nevent: x\ndata: d\n\nfoo: y\ndata: e\n\ndata\n\n",
         ];
-        let mut passed = 0;
+        let (mut whole, mut with_usage) = (0, 0);
         for strip_usage in [false, true] {
             for stream in streams {
-                let bytes = stream.as_bytes();
+                let bytes = Bytes::from_static(stream.as_bytes());
                 for i in 0..=bytes.len() {
                     for j in (i..=bytes.len()).step_by(3) {
-                        let parts = [&bytes[..i], &bytes[i..j], &bytes[j..]];
-                        let (mut p1, mut m1, mut t1, mut o1) = (
-                            SseParser::new(MAX_EVENT_BYTES),
-                            Mode::OpenAi { strip_usage },
-                            (0, 0),
-                            Vec::new(),
-                        );
-                        let (mut p2, mut m2, mut t2, mut o2) = (
-                            SseParser::new(MAX_EVENT_BYTES),
-                            Mode::OpenAi { strip_usage },
-                            (0, 0),
-                            Vec::new(),
-                        );
+                        let parts = [bytes.slice(..i), bytes.slice(i..j), bytes.slice(j..)];
+                        let mode = || Mode::OpenAi { strip_usage };
+                        let mut p1 = SseParser::new(MAX_EVENT_BYTES);
+                        let mut p2 = SseParser::new(MAX_EVENT_BYTES);
+                        let (mut m1, mut m2) = (mode(), mode());
+                        let (mut t1, mut t2) = ((0, 0), (0, 0));
+                        let (mut o1, mut o2) = (Vec::new(), Vec::new());
                         for part in parts {
-                            relay(&mut p1, &mut m1, &mut t1, part, &mut o1).unwrap();
-                            if passes_whole(&p2, &m2, part) {
-                                o2.extend_from_slice(part);
-                                passed += 1;
+                            relay(&mut p1, &mut m1, &mut t1, &part, &mut o1).unwrap();
+                            if let Some(out) = relay_whole(&p2, &m2, &mut t2, &part) {
+                                o2.extend_from_slice(&out);
+                                whole += 1;
+                                with_usage += usize::from(t2 != (0, 0));
                             } else {
-                                relay(&mut p2, &mut m2, &mut t2, part, &mut o2).unwrap();
+                                relay(&mut p2, &mut m2, &mut t2, &part, &mut o2).unwrap();
                             }
                             assert_eq!(o1, o2, "{stream:?} split at {i},{j}");
-                            assert_eq!(t1, t2);
+                            assert_eq!(t1, t2, "{stream:?} split at {i},{j}");
                             assert_eq!(p1.pending(), p2.pending());
                         }
                     }
                 }
             }
         }
-        assert!(passed > 100, "the fast path was taken ({passed})");
-        // Never for a translated stream, a usage chunk, a CR or a split event.
+        assert!(
+            whole > 100 && with_usage > 10,
+            "taken: {whole}, with usage: {with_usage}"
+        );
+
         let p = {
             let mut p = SseParser::new(MAX_EVENT_BYTES);
             relay(
@@ -419,23 +482,43 @@ mod tests {
             .unwrap();
             p
         };
-        let openai = Mode::OpenAi { strip_usage: false };
-        assert!(passes_whole(&p, &openai, b"data: {\"usage\":null}\n\n"));
-        assert!(!passes_whole(&p, &Mode::Anthropic, b"data: {}\n\n"));
-        assert!(!passes_whole(&p, &openai, b"data: {\"usage\":{}}\n\n"));
-        assert!(!passes_whole(&p, &openai, b"data: {}\r\n\r\n"));
-        assert!(!passes_whole(&p, &openai, b"data: {}\n"));
-        assert!(!passes_whole(&p, &openai, b"id: 1\n\n"));
-        assert!(!passes_whole(&p, &openai, b"data: {}\n\n\n"));
-        assert!(!passes_whole(&p, &openai, b"\ndata: {}\n\n"));
-        assert!(passes_whole(
-            &p,
-            &openai,
-            b": ping\n\ndata: {}\ndata: {}\n\n"
-        ));
-        assert!(!passes_whole(&p, &openai, b"data: \xff\n\n"));
-        assert!(
-            !passes_whole(&SseParser::new(MAX_EVENT_BYTES), &openai, b"data: {}\n\n"),
+        let whole = |mode: &Mode, chunk: &'static [u8]| {
+            relay_whole(&p, mode, &mut (0, 0), &Bytes::from_static(chunk))
+        };
+        let openai = Mode::OpenAi { strip_usage: true };
+        let chunk = b"data: {\"usage\":null}\n\n: ping\n\ndata: {}\ndata: {}\n\n";
+        assert_eq!(
+            whole(&openai, chunk).unwrap(),
+            &chunk[..],
+            "the chunk itself"
+        );
+        let usage_only = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n";
+        assert_eq!(whole(&openai, usage_only).unwrap(), &b""[..], "stripped");
+        for refused in [
+            &b"data: {}\r\n\r\n"[..],
+            b"data: {}\n",
+            b"id: 1\n\n",
+            b"data: {}\n\n\n",
+            b"\ndata: {}\n\n",
+            b"data: \xff\n\n",
+        ] {
+            assert_eq!(
+                whole(&openai, refused),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        assert_eq!(
+            whole(&Mode::Anthropic, b"data: {}\n\n"),
+            None,
+            "not translated streams"
+        );
+        let fresh = SseParser::new(MAX_EVENT_BYTES);
+        let chunk = Bytes::from_static(b"data: {}\n\n");
+        assert_eq!(
+            relay_whole(&fresh, &openai, &mut (0, 0), &chunk),
+            None,
             "a BOM could come first"
         );
     }
