@@ -363,7 +363,14 @@ async fn main() {
             percentile(&win.latencies_us, 0.99),
         );
     }
-    let (first, last) = (rss.values().next(), rss.values().last());
+    // The windows of the table (a sample taken while the last requests
+    // drained, past the end, is left out).
+    let shown: Vec<u64> = rss
+        .iter()
+        .filter(|(w, _)| r.windows.contains_key(w))
+        .map(|(_, kib)| *kib)
+        .collect();
+    let (first, last) = (shown.first(), shown.last());
     println!();
     println!(
         "{total} requests in {elapsed:.0} s over {} connections ({:.0} req/s), {errors} errors",
@@ -377,6 +384,8 @@ async fn main() {
             *last as f64 / 1024.0,
             (*last as f64 - *first as f64) / 1024.0
         );
+        let high = shown.iter().max().copied().unwrap_or_default();
+        println!("gateway RSS at most {:.1} MiB", high as f64 / 1024.0);
     }
     if errors > 0 {
         for e in &r.first_errors {
