@@ -334,7 +334,7 @@ impl Builder {
             .handles
             .task_runner_slot()
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tasks::Runner::factory(data.clone()));
+            .unwrap_or_else(|e| e.into_inner()) = Some(tasks::Runner::factory(&data));
         data.handles.tasks().do_send(gatehouse_actors::tasks::Claim);
         Ok(Gatehouse { data, supervisor })
     }

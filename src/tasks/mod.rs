@@ -20,7 +20,7 @@ use gatehouse_actors::model::{TaskRecord, TokenStatus};
 use gatehouse_actors::tasks::{Outcome, Progress, SharedRunner, TaskRunner};
 use serde_json::{json, Value};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// The principal a task runs as, or why it may not run.
@@ -75,13 +75,17 @@ fn failed(code: &str, message: impl Into<String>) -> Outcome {
     Outcome::Failed(json!({"code": code, "message": message.into()}))
 }
 
+/// Runs tasks for the `TaskActor`. It holds the state weakly: the state
+/// holds the actor handles, which hold this runner's factory, and a strong
+/// reference would keep the state (and its store) alive for good.
 pub struct Runner {
-    state: web::Data<AppState>,
+    state: Weak<AppState>,
     clients: Rc<WorkerClients>,
 }
 
 impl Runner {
-    pub fn factory(state: web::Data<AppState>) -> SharedRunner {
+    pub fn factory(state: &web::Data<AppState>) -> SharedRunner {
+        let state = Arc::downgrade(&state.clone().into_inner());
         Arc::new(move || {
             Box::new(Runner {
                 state: state.clone(),
@@ -97,8 +101,11 @@ impl TaskRunner for Runner {
         task: TaskRecord,
         progress: Recipient<Progress>,
     ) -> LocalBoxFuture<'static, Outcome> {
-        let (state, clients) = (self.state.clone(), self.clients.clone());
+        let (state, clients) = (self.state.upgrade(), self.clients.clone());
         Box::pin(async move {
+            let Some(state) = state else {
+                return failed("unavailable", "the gateway is shutting down");
+            };
             let principal = match principal_of(&state, &task) {
                 Ok(p) => p,
                 Err(why) => return failed("forbidden", why),
@@ -112,8 +119,12 @@ impl TaskRunner for Runner {
     }
 
     fn cancel(&self, task: TaskRecord) -> LocalBoxFuture<'static, ()> {
-        let (state, clients) = (self.state.clone(), self.clients.clone());
-        Box::pin(async move { agent::cancel(&state, &clients, &task).await })
+        let (state, clients) = (self.state.upgrade(), self.clients.clone());
+        Box::pin(async move {
+            if let Some(state) = state {
+                agent::cancel(&state, &clients, &task).await;
+            }
+        })
     }
 }
 

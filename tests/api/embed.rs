@@ -97,3 +97,36 @@ async fn a_product_mounts_gatehouse_and_guards_its_own_routes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A product that builds a Gatehouse and lets it go gets its store back:
+/// nothing it built keeps the state (and so the store, or a PostgreSQL
+/// pool) alive once the Gatehouse and its runtime are gone. The task
+/// runner's factory, which the state holds, once held the state itself.
+#[test]
+fn a_dropped_gatehouse_lets_go_of_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: gatehouse_actors::store::SharedStore = std::sync::Arc::new(
+        gatehouse_actors::store::SledStore::open(&dir.path().join("db")).unwrap(),
+    );
+    let weak = std::sync::Arc::downgrade(&store);
+    let config = gatehouse::config::Config::defaults();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let gh = gatehouse::Gatehouse::builder(config)
+                .home(dir.path())
+                .store(store)
+                .build()
+                .await
+                .unwrap();
+            // Let the actors start and the task runner be asked for.
+            actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+            drop(gh);
+        });
+    })
+    .join()
+    .unwrap();
+    assert!(
+        weak.upgrade().is_none(),
+        "something still holds the store after the Gatehouse and its runtime are gone"
+    );
+}
