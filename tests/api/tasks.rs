@@ -387,7 +387,7 @@ async fn cancelling_a_running_task_stops_the_upstream_call_and_retry_runs_it_aga
             .unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let cancelled = gw.task_action(&id, "cancel", "c").await;
+    let cancelled = gw.task_action(id, "cancel", "c").await;
     assert_eq!(cancelled.status(), 200);
     assert_eq!(
         cancelled.json::<Value>().await.unwrap()["status"],
@@ -405,11 +405,11 @@ async fn cancelling_a_running_task_stops_the_upstream_call_and_retry_runs_it_aga
         rest.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(rest.contains("\"status\":\"cancelled\""), "{rest}");
-    let again = gw.task_action(&id, "cancel", "c2").await;
+    let again = gw.task_action(id, "cancel", "c2").await;
     assert_eq!(error_code(again).await, (409, "invalid_transition".into()));
-    let retried = gw.task_action(&id, "retry", "r").await;
+    let retried = gw.task_action(id, "retry", "r").await;
     assert_eq!(retried.json::<Value>().await.unwrap()["status"], "queued");
-    let res = gw.task_action(&id, "cancel", "c3").await;
+    let res = gw.task_action(id, "cancel", "c3").await;
     assert_eq!(res.status(), 200);
 }
 
@@ -478,7 +478,7 @@ async fn past_max_queued_a_create_is_429_until_the_backlog_shrinks() {
     // Cancelling shrinks the backlog; creates are taken again once it is
     // counted anew (each poll), under the same key that was refused.
     for id in &ids[1..] {
-        let res = gw.task_action(&id, "cancel", &format!("c-{id}")).await;
+        let res = gw.task_action(id, "cancel", &format!("c-{id}")).await;
         assert_eq!(res.status(), 200);
     }
     let mut status = 0;
@@ -655,7 +655,7 @@ async fn cancelling_an_agent_run_cancels_it_at_the_backend() {
         polled("GET /runs/run-7/events"),
         "the run is being followed"
     );
-    let res = gw.task_action(&id, "cancel", "stop").await;
+    let res = gw.task_action(id, "cancel", "stop").await;
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "cancelled");
     for _ in 0..200 {
         if polled("POST /runs/run-7/cancel") {
