@@ -486,6 +486,13 @@ async function accountPart({ page, report }) {
   });
 
   await step('usage', async () => {
+    // Usage reaches the store in batches (every second here) and the panel
+    // reads it once as it opens: wait until both chat turns are in it.
+    await page.waitForFunction(async () => {
+      const r = await fetch('/admin/api/usage?user=admin&model=oa/m1');
+      const u = r.ok ? await r.json() : null;
+      return (u?.totals?.requests ?? 0) >= 2;
+    }, null, { timeout: 15000, polling: 250 });
     await menu(page, '#menu-usage');
     await page.locator('#panel-usage').waitFor({ state: 'visible' });
     const row = page.locator('#usage-table tr[data-user="admin"][data-model="oa/m1"]');
