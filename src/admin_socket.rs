@@ -623,7 +623,9 @@ async fn stream_chat(
         clients,
         principal: &principal,
         surface: Surface::Chat,
-        body: serde_json::json!({"model": model, "messages": messages, "stream": true}),
+        body: crate::gateway::body::ApiBody::from_value(
+            serde_json::json!({"model": model, "messages": messages, "stream": true}),
+        ),
         t0: Instant::now(),
         anthropic_headers: Vec::new(),
     };

@@ -114,7 +114,8 @@ where
             let inner = req.take_payload();
             let deadline = BodyDeadline {
                 inner,
-                sleep: Box::pin(tokio::time::sleep(self.config.body_timeout)),
+                deadline: tokio::time::Instant::now() + self.config.body_timeout,
+                sleep: None,
                 expired: expired.clone(),
             };
             let boxed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
@@ -143,7 +144,10 @@ where
 /// The request body, cut off with an error once the deadline passes.
 struct BodyDeadline {
     inner: Payload,
-    sleep: Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+    /// Armed the first time the body is not all there yet (a body that came
+    /// with its headers never needs a timer).
+    sleep: Option<Pin<Box<Sleep>>>,
     expired: Rc<Cell<bool>>,
 }
 
@@ -157,7 +161,11 @@ impl Stream for BodyDeadline {
         if let Poll::Ready(item) = Pin::new(&mut self.inner).poll_next(cx) {
             return Poll::Ready(item);
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.as_mut().poll(cx).is_ready() {
             self.expired.set(true);
             let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "request body timeout");
             return Poll::Ready(Some(Err(PayloadError::Io(e))));

@@ -9,7 +9,6 @@ use actix_tls::connect::{Resolve, Resolver};
 use futures_util::future::LocalBoxFuture;
 use gatehouse_actors::gateway::{EgressPolicy, ModelLister, Profile, Provider, ProviderKind};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,10 +105,15 @@ impl Resolve for EgressResolver {
     }
 }
 
+/// A provider version's endpoint (`None`: its URL is not a valid URI).
+type ParsedEndpoint = (u64, Option<Endpoint>);
+
 /// This worker's clients, one per provider (and one for the agent backend).
 #[derive(Default)]
 pub struct WorkerClients {
-    clients: RefCell<HashMap<Arc<str>, (u64, awc::Client)>>,
+    clients: RefCell<foldhash::HashMap<Arc<str>, (u64, awc::Client)>>,
+    /// Each provider's endpoint URIs, parsed once (`None`: not a valid URI).
+    uris: RefCell<foldhash::HashMap<(Arc<str>, &'static str), ParsedEndpoint>>,
     agent: RefCell<Option<awc::Client>>,
 }
 
@@ -146,6 +150,44 @@ impl WorkerClients {
         clients.insert(provider.name.clone(), (provider.serial, client.clone()));
         client
     }
+
+    /// The URI of `path` under the provider's base URL (`None` when the two
+    /// do not make a valid URI), parsed once per provider version.
+    pub fn uri(&self, provider: &Provider, path: &'static str) -> Option<Endpoint> {
+        let mut uris = self.uris.borrow_mut();
+        let key = (provider.name.clone(), path);
+        match uris.get(&key) {
+            Some((serial, uri)) if *serial == provider.serial => uri.clone(),
+            _ => {
+                let uri = Endpoint::new(&format!("{}{path}", provider.base_url));
+                uris.insert(key, (provider.serial, uri.clone()));
+                uri
+            }
+        }
+    }
+}
+
+/// An upstream URI and the `Host` header for it (as awc would write it:
+/// the port only when it is not 80 or 443).
+#[derive(Clone)]
+pub struct Endpoint {
+    pub uri: awc::http::Uri,
+    pub host: awc::http::header::HeaderValue,
+}
+
+impl Endpoint {
+    fn new(url: &str) -> Option<Self> {
+        let uri: awc::http::Uri = url.parse().ok()?;
+        let host = uri.host()?;
+        let host = match uri.port_u16() {
+            None | Some(80) | Some(443) => host.to_owned(),
+            Some(port) => format!("{host}:{port}"),
+        };
+        Some(Endpoint {
+            host: awc::http::header::HeaderValue::from_str(&host).ok()?,
+            uri,
+        })
+    }
 }
 
 /// Adds a profile's credential (and headers) the way the provider's API
@@ -162,15 +204,27 @@ pub fn authorize(
         return req;
     };
     req = match kind {
-        ProviderKind::OpenAi => {
-            req.insert_header(("authorization", format!("Bearer {}", profile.key)))
-        }
+        ProviderKind::OpenAi => match bearer_value(&profile.key) {
+            Some(v) => req.insert_header((awc::http::header::AUTHORIZATION, v)),
+            None => req.insert_header(("authorization", format!("Bearer {}", profile.key))),
+        },
         ProviderKind::Anthropic => req.insert_header(("x-api-key", &*profile.key)),
     };
     for (name, value) in &profile.headers {
         req = req.insert_header((name.as_str(), value.as_str()));
     }
     req
+}
+
+/// `Bearer <key>` as a header value marked sensitive, built without `fmt`.
+fn bearer_value(key: &str) -> Option<awc::http::header::HeaderValue> {
+    let mut v = Vec::with_capacity(7 + key.len());
+    v.extend_from_slice(b"Bearer ");
+    v.extend_from_slice(key.as_bytes());
+    let mut v =
+        awc::http::header::HeaderValue::from_maybe_shared(actix_web::web::Bytes::from(v)).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -249,5 +303,40 @@ impl ModelLister for HttpLister {
     ) -> LocalBoxFuture<'static, Result<Vec<String>, String>> {
         let client = self.clients.get(&self.setup, &provider);
         Box::pin(async move { list_models(&client, &provider).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_carries_the_host_header_awc_would_write() {
+        let host = |url: &str| Endpoint::new(url).map(|e| e.host.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1/chat/completions").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            host("https://api.openai.com/v1/embeddings").as_deref(),
+            Some("api.openai.com")
+        );
+        assert_eq!(
+            host("https://api.example.com:443/v1/messages").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            host("http://example.com:80/x").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            host("http://[::1]:11434/v1/models").as_deref(),
+            Some("[::1]:11434")
+        );
+        let e = Endpoint::new("http://h:1/a/b?c=d").unwrap();
+        assert_eq!(e.uri.path_and_query().unwrap().as_str(), "/a/b?c=d");
+        for bad in ["", "not a url", "http://", "/relative/only"] {
+            assert!(Endpoint::new(bad).is_none(), "{bad}");
+        }
     }
 }

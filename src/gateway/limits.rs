@@ -8,11 +8,11 @@
 use crate::auth::{Principal, Via};
 use crate::config::Price;
 use crate::error::ApiError;
+use crate::gateway::body::ApiBody;
 use crate::AppState;
 use gatehouse_actors::gateway::{Limits, Target};
 use gatehouse_actors::model::{Draw, Reserve};
 use gatehouse_actors::store::SharedStore;
-use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -53,11 +53,11 @@ fn price_of(state: &AppState, targets: &[Target]) -> Option<Price> {
 }
 
 /// Prompt tokens from the body's size, completion tokens from its limit.
-fn estimate(body: &Value, body_len: usize) -> (u64, u64) {
+fn estimate(body: &ApiBody, body_len: usize) -> (u64, u64) {
     let prompt = (body_len as u64 / 4).max(1);
     let completion = ["max_completion_tokens", "max_tokens"]
         .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .find_map(|k| body.get::<u64>(k))
         .unwrap_or(DEFAULT_COMPLETION)
         .min(1_000_000);
     (prompt, completion)
@@ -132,8 +132,15 @@ pub async fn reserve(
     state: &AppState,
     principal: &Principal,
     targets: &[Target],
-    body: &Value,
+    body: &ApiBody,
 ) -> Result<Option<std::sync::Arc<Reservation>>, ApiError> {
+    // No limit anywhere (the default): nothing to reserve, nothing to format.
+    if state.config.limits.user.is_unlimited()
+        && state.config.limits.token.is_unlimited()
+        && state.handles.catalog().load().limit_overrides().is_empty()
+    {
+        return Ok(None);
+    }
     let subjects = subjects(principal);
     let limited: Vec<(String, Limits)> = subjects
         .into_iter()
@@ -147,8 +154,7 @@ pub async fn reserve(
         return Ok(None);
     }
     let now = state.handles.now().unix_timestamp();
-    let body_len = serde_json::to_string(body).map_or(0, |s| s.len());
-    let (prompt, completion) = estimate(body, body_len);
+    let (prompt, completion) = estimate(body, body.len());
     let est_cost = price_of(state, targets).map_or(0.0, |p| p.cost(prompt, completion));
     let minute = window(now, 60);
     let mut draws = Vec::new();
@@ -236,10 +242,14 @@ mod tests {
 
     #[test]
     fn estimates_use_the_body_size_and_max_tokens() {
-        let body = serde_json::json!({"max_tokens": 100});
+        let body = ApiBody::from_value(serde_json::json!({"max_tokens": 100}));
         assert_eq!(estimate(&body, 400), (100, 100));
-        assert_eq!(estimate(&serde_json::json!({}), 0), (1, DEFAULT_COMPLETION));
-        let both = serde_json::json!({"max_tokens": 100, "max_completion_tokens": 7});
+        assert_eq!(
+            estimate(&ApiBody::from_value(serde_json::json!({})), 0),
+            (1, DEFAULT_COMPLETION)
+        );
+        let both =
+            ApiBody::from_value(serde_json::json!({"max_tokens": 100, "max_completion_tokens": 7}));
         assert_eq!(estimate(&both, 8).1, 7);
     }
 

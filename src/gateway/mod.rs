@@ -2,6 +2,7 @@
 //! proxy with fallback, streaming pass-through and translation between the
 //! OpenAI and Anthropic APIs.
 
+pub mod body;
 pub mod clients;
 pub mod limits;
 pub mod proxy;

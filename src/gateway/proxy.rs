@@ -4,6 +4,7 @@
 //! `5xx` and `429` fall back to the next target; nothing falls back once a
 //! stream has started. Every call leaves one usage record.
 
+use super::body::ApiBody;
 use super::clients::{authorize, WorkerClients};
 use super::stream::{Mode, ProxyStream};
 use super::translate;
@@ -155,7 +156,7 @@ pub struct Call<'a> {
     pub clients: &'a WorkerClients,
     pub principal: &'a Principal,
     pub surface: Surface,
-    pub body: Value,
+    pub body: ApiBody,
     /// When the request reached the gateway.
     pub t0: Instant,
     /// Client headers forwarded on the Anthropic surface (`anthropic-version`, `anthropic-beta`).
@@ -168,13 +169,8 @@ impl Call<'_> {
         targets: Vec<Target>,
         requested: &str,
     ) -> Result<HttpResponse, ApiError> {
-        let stream = self.surface != Surface::Embeddings
-            && self.body.get("stream").and_then(Value::as_bool) == Some(true);
-        let wants_usage = self
-            .body
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
+        let stream = self.surface != Surface::Embeddings && self.body.streams();
+        let wants_usage = self.body.wants_usage();
         let reservation =
             super::limits::reserve(self.state, self.principal, &targets, &self.body).await?;
         let mut last = Failure::Skipped;
@@ -254,7 +250,10 @@ impl Call<'_> {
             }
         };
         let client = self.clients.get(&self.state.upstream, provider);
-        let url = format!("{}{path}", provider.base_url);
+        let Some(endpoint) = self.clients.uri(provider, path) else {
+            tracing::warn!(provider = %provider.name, "the provider's base URL does not make a valid URI");
+            return Err((Failure::Upstream, guard));
+        };
         let payload = actix_web::web::Bytes::from(payload);
         let now_ms = (self.state.handles.now().unix_timestamp_nanos() / 1_000_000) as i64;
         let mut from = 0;
@@ -272,8 +271,13 @@ impl Call<'_> {
                     None => return Err((no_profile_left(provider, &target.model, now_ms), guard)),
                 }
             };
-            let mut req = authorize(client.post(&url), kind, profile.as_deref())
-                .insert_header((header::CONTENT_TYPE, "application/json"));
+            let mut req = client
+                .post(endpoint.uri.clone())
+                .insert_header((header::HOST, endpoint.host.clone()));
+            req = authorize(req, kind, profile.as_deref()).insert_header((
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            ));
             if kind == ProviderKind::Anthropic && self.surface == Surface::Messages {
                 for (name, value) in &self.anthropic_headers {
                     req = req.insert_header((name.clone(), value.clone()));
@@ -356,7 +360,7 @@ impl Call<'_> {
                 (Surface::Embeddings, ProviderKind::OpenAi) => Mode::OpenAi { strip_usage: false },
             };
             guard.completed = false;
-            let overhead = overhead_ms(self.t0, sent);
+            let overhead = millis(sent.duration_since(self.t0));
             let idle = provider.timeouts.first_byte;
             let body =
                 ProxyStream::new(Box::pin(res.take_payload()), mode, idle, total_left, guard);
@@ -365,7 +369,7 @@ impl Call<'_> {
                     .content_type("text/event-stream")
                     .insert_header((header::CACHE_CONTROL, "no-cache"))
                     .insert_header(("x-accel-buffering", "no"))
-                    .insert_header(("x-gatehouse-overhead-ms", overhead))
+                    .insert_header((OVERHEAD, overhead))
                     .streaming(body),
             ));
         }
@@ -380,11 +384,11 @@ impl Call<'_> {
         let upstream_done = Instant::now();
         let out = match (self.surface, kind) {
             (Surface::Chat | Surface::Embeddings, ProviderKind::OpenAi) => {
-                guard.tokens = usage_of(&body, translate::openai_usage);
+                guard.tokens = translate::usage_in_body(&body, false);
                 body
             }
             (Surface::Messages, ProviderKind::Anthropic) => {
-                guard.tokens = usage_of(&body, translate::anthropic_usage);
+                guard.tokens = translate::usage_in_body(&body, true);
                 body
             }
             (Surface::Messages, ProviderKind::OpenAi) => {
@@ -412,11 +416,11 @@ impl Call<'_> {
         let overhead = self.t0.elapsed().saturating_sub(upstream);
         Ok(Answer::Full(
             HttpResponse::Ok()
-                .content_type("application/json")
                 .insert_header((
-                    "x-gatehouse-overhead-ms",
-                    format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
                 ))
+                .insert_header((OVERHEAD, millis(overhead)))
                 .body(out),
         ))
     }
@@ -431,48 +435,48 @@ impl Call<'_> {
         let invalid = |e: translate::TranslateError| ApiError::bad_request("invalid_request", e.0);
         let (path, value) = match (self.surface, target.provider.kind) {
             (Surface::Chat, ProviderKind::OpenAi) => {
-                self.body["model"] = Value::from(&*target.model);
+                self.body.set("model", &*target.model);
                 if stream && !wants_usage {
-                    if let Some(obj) = self.body.as_object_mut() {
-                        let opts = obj
-                            .entry("stream_options")
-                            .or_insert_with(|| Value::Object(Default::default()));
-                        if let Some(o) = opts.as_object_mut() {
-                            o.insert("include_usage".into(), Value::Bool(true));
-                        } else {
-                            *opts = serde_json::json!({"include_usage": true});
-                        }
-                    }
+                    let mut opts = self
+                        .body
+                        .value("stream_options")
+                        .filter(Value::is_object)
+                        .unwrap_or_else(|| Value::Object(Default::default()));
+                    opts["include_usage"] = Value::Bool(true);
+                    self.body.set("stream_options", &opts);
                 }
-                return Ok((
-                    "/chat/completions",
-                    serde_json::to_vec(&self.body).unwrap_or_default(),
-                ));
+                return Ok(("/chat/completions", self.body.to_vec()));
             }
             (Surface::Embeddings, _) => {
-                self.body["model"] = Value::from(&*target.model);
-                return Ok((
-                    "/embeddings",
-                    serde_json::to_vec(&self.body).unwrap_or_default(),
-                ));
+                self.body.set("model", &*target.model);
+                return Ok(("/embeddings", self.body.to_vec()));
             }
             (Surface::Messages, ProviderKind::Anthropic) => {
-                self.body["model"] = Value::from(&*target.model);
-                return Ok((
-                    "/v1/messages",
-                    serde_json::to_vec(&self.body).unwrap_or_default(),
-                ));
+                self.body.set("model", &*target.model);
+                return Ok(("/v1/messages", self.body.to_vec()));
             }
             (Surface::Messages, ProviderKind::OpenAi) => (
                 "/chat/completions",
-                translate::messages_request_to_chat(&self.body, &target.model).map_err(invalid)?,
+                translate::messages_request_to_chat(&self.tree()?, &target.model)
+                    .map_err(invalid)?,
             ),
             (Surface::Chat, ProviderKind::Anthropic) => (
                 "/v1/messages",
-                translate::chat_request_to_messages(&self.body, &target.model).map_err(invalid)?,
+                translate::chat_request_to_messages(&self.tree()?, &target.model)
+                    .map_err(invalid)?,
             ),
         };
         Ok((path, serde_json::to_vec(&value).unwrap_or_default()))
+    }
+
+    /// The request as a JSON tree, for translation.
+    fn tree(&self) -> Result<Value, ApiError> {
+        self.body.to_value().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_json",
+                "the request body is nested too deeply to translate",
+            )
+        })
     }
 }
 
@@ -543,22 +547,20 @@ fn message_id() -> String {
     format!("msg_{}", hex::encode(bytes))
 }
 
-fn overhead_ms(t0: Instant, sent: Instant) -> String {
-    let before = sent.duration_since(t0);
-    format!("{:.3}", before.as_secs_f64() * 1000.0)
-}
+const OVERHEAD: header::HeaderName = header::HeaderName::from_static("x-gatehouse-overhead-ms");
 
-/// Usage from an answer without building the whole JSON tree.
-fn usage_of(body: &[u8], read: fn(&Value) -> Option<(u64, u64)>) -> (u64, u64) {
-    #[derive(serde::Deserialize)]
-    struct Only {
-        #[serde(default)]
-        usage: Value,
-    }
-    match serde_json::from_slice::<Only>(body) {
-        Ok(o) => read(&serde_json::json!({ "usage": o.usage })).unwrap_or_default(),
-        Err(_) => (0, 0),
-    }
+/// Milliseconds with three decimals (`1.234`), built without `fmt`.
+fn millis(d: Duration) -> header::HeaderValue {
+    let us = d.as_micros();
+    let mut whole = itoa::Buffer::new();
+    let mut frac = itoa::Buffer::new();
+    let frac = frac.format(us % 1000 + 1000);
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(whole.format(us / 1000).as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(&frac.as_bytes()[1..]);
+    header::HeaderValue::from_maybe_shared(actix_web::web::Bytes::from(out))
+        .expect("digits and a dot are a valid header value")
 }
 
 /// An upstream `4xx` in OpenAI shape: its status, its message (bounded, and

@@ -176,6 +176,155 @@ pub fn anthropic_usage(v: &Value) -> Option<(u64, u64)> {
     Some((input, n("output_tokens")))
 }
 
+/// The usage of a whole (non-stream) answer, read without building its JSON
+/// tree: what `openai_usage` (or, with `anthropic`, `anthropic_usage`) gives
+/// for the parsed body, `(0, 0)` when it has none or is not JSON.
+pub fn usage_in_body(body: &[u8], anthropic: bool) -> (u64, u64) {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        #[serde(default)]
+        usage: Lenient<Counts>,
+    }
+    let Ok(top) = serde_json::from_slice::<Top>(body) else {
+        return (0, 0);
+    };
+    match (anthropic, top.usage.0) {
+        (true, Some(c)) => (
+            c.input_tokens
+                .0
+                .saturating_add(c.cache_creation_input_tokens.0)
+                .saturating_add(c.cache_read_input_tokens.0),
+            c.output_tokens.0,
+        ),
+        (false, Some(c)) => (c.prompt_tokens.0, c.completion_tokens.0),
+        (_, None) => (0, 0),
+    }
+}
+
+/// The token counts of a `usage` object (other fields skipped).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Counts {
+    prompt_tokens: usage::Count,
+    completion_tokens: usage::Count,
+    input_tokens: usage::Count,
+    cache_creation_input_tokens: usage::Count,
+    cache_read_input_tokens: usage::Count,
+    output_tokens: usage::Count,
+}
+
+/// `Some` for an object, `None` for any other JSON value (skipped).
+#[derive(Default)]
+struct Lenient<T>(Option<T>);
+
+mod usage {
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// A count as `Value::as_u64` reads it: a non-negative integer, else 0.
+    #[derive(Default)]
+    pub struct Count(pub u64);
+
+    struct AnyValue<T>(fn(Option<u64>) -> T);
+
+    impl<'de, T> Visitor<'de> for AnyValue<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            Ok((self.0)(Some(n)))
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+            Ok((self.0)(u64::try_from(n).ok()))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+            Ok((self.0)(None))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
+            Ok((self.0)(None))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+            Ok((self.0)(None))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Ok((self.0)(None))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<T, E> {
+            Ok((self.0)(None))
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            IgnoredAny::deserialize(d)?;
+            Ok((self.0)(None))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok((self.0)(None))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok((self.0)(None))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(AnyValue(|n| Count(n.unwrap_or(0))))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for super::Lenient<super::Counts> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Object;
+            impl<'de> Visitor<'de> for Object {
+                type Value = super::Lenient<super::Counts>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                    let counts =
+                        super::Counts::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                    Ok(super::Lenient(Some(counts)))
+                }
+            }
+            // Anything but an object reads as no usage, like `openai_usage`.
+            struct OrNone;
+            impl<'de> Visitor<'de> for OrNone {
+                type Value = super::Lenient<super::Counts>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                    Object.visit_map(map)
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                    Ok(super::Lenient(None))
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                    Ok(super::Lenient(None))
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                    Ok(super::Lenient(None))
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                    Ok(super::Lenient(None))
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                    Ok(super::Lenient(None))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                    Ok(super::Lenient(None))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(super::Lenient(None))
+                }
+            }
+            d.deserialize_any(OrNone)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +355,52 @@ mod tests {
         assert_eq!(anthropic_usage(&json!("x")), None);
         let max = json!({"usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 5}});
         assert_eq!(anthropic_usage(&max), Some((u64::MAX, 0)));
+    }
+
+    /// `usage_in_body` reads what the `Value` helpers read from the parsed body.
+    #[test]
+    fn usage_in_body_agrees_with_the_value_helpers() {
+        let bodies = [
+            r#"{"id":"x","choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":9}}"}}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+            r#"{"usage":{"prompt_tokens":"5","completion_tokens":-1}}"#,
+            r#"{"usage":{"prompt_tokens":1.5,"completion_tokens":null,"extra":{"a":[1,{"b":2}]}}}"#,
+            r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":[1]}}"#,
+            r#"{"usage":null}"#,
+            r#"{"usage":"12"}"#,
+            r#"{"usage":[{"prompt_tokens":3}]}"#,
+            r#"{"usage":7}"#,
+            r#"{"choices":[]}"#,
+            r#"[1,2]"#,
+            r#""usage""#,
+            r#"{"usage":{"prompt_tokens":3}"#,
+            r#"not json"#,
+            "",
+            r#"{"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":20,"cache_read_input_tokens":30,"output_tokens":4}}"#,
+            r#"{"type":"message_start","usage":{"input_tokens":10},"message":{"usage":{"input_tokens":3}}}"#,
+            r#"{"type":7,"usage":{"input_tokens":10,"output_tokens":true}}"#,
+            r#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5}}"#,
+            r#"{"usage":{"prompt_tokens":2,"input_tokens":3,"output_tokens":4,"completion_tokens":5}}"#,
+        ];
+        for body in bodies {
+            let v: Option<Value> = serde_json::from_str(body).ok();
+            let want = |read: fn(&Value) -> Option<(u64, u64)>| {
+                v.as_ref()
+                    .filter(|v| v.is_object())
+                    .map(|v| json!({"usage": v.get("usage").cloned().unwrap_or(Value::Null)}))
+                    .and_then(|v| read(&v))
+                    .unwrap_or_default()
+            };
+            assert_eq!(
+                usage_in_body(body.as_bytes(), false),
+                want(openai_usage),
+                "{body}"
+            );
+            assert_eq!(
+                usage_in_body(body.as_bytes(), true),
+                want(anthropic_usage),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub async fn read_body(
     limit: usize,
 ) -> Result<web::Bytes, crate::error::ApiError> {
     use futures_util::StreamExt;
+    // A body that arrives in one chunk (most) is kept as it is, not copied.
+    let mut first: Option<web::Bytes> = None;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
@@ -76,12 +78,21 @@ pub async fn read_body(
                 "could not read the request body",
             )
         })?;
-        if body.len() + chunk.len() > limit {
+        let held = first.as_ref().map_or(0, web::Bytes::len);
+        if held + body.len() + chunk.len() > limit {
             return Err(crate::error::ApiError::payload_too_large(limit));
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if body.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(held) = held {
+                    body.extend_from_slice(&held);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(first.unwrap_or_else(|| body.freeze()))
 }
 
 /// A JSON body that may be empty (then the default): `400` when it is

@@ -7,6 +7,7 @@ use crate::accounts::{audit, Actor};
 use crate::auth::{client_ip, Principal, RequestStart, Scope};
 use crate::error::ApiError;
 use crate::error::ErrorBody;
+use crate::gateway::body::{ApiBody, BodyError};
 use crate::gateway::clients::WorkerClients;
 use crate::gateway::proxy::{Call, Surface};
 use crate::http::read_body;
@@ -216,16 +217,15 @@ async fn call(
         .map_or_else(Instant::now, |s| s.0);
     principal.require(Scope::Write)?;
     let bytes = read_body(payload, state.config.server.max_api_body_bytes).await?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::bad_request("invalid_json", "request body is not valid JSON"))?;
-    if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "the request body must be a JSON object",
-        ));
-    }
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => m.clone(),
+    let body = ApiBody::parse(&bytes).map_err(|e| match e {
+        BodyError::Json => ApiError::bad_request("invalid_json", "request body is not valid JSON"),
+        BodyError::NotObject => {
+            ApiError::bad_request("invalid_request", "the request body must be a JSON object")
+        }
+    })?;
+    drop(bytes);
+    let model = match body.raw("model").map(|_| body.get::<String>("model")) {
+        Some(Some(m)) if !m.is_empty() && m.len() <= 256 => m,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
@@ -271,8 +271,7 @@ async fn call(
         })
         .collect();
     // A stream holds a slot of its principal's until its body is dropped.
-    let streaming =
-        surface != Surface::Embeddings && body.get("stream") == Some(&Value::Bool(true));
+    let streaming = surface != Surface::Embeddings && body.streams();
     let slot = match streaming {
         true => crate::edge::stream_slot(&state, &principal.id)?,
         false => None,

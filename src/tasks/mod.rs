@@ -158,7 +158,7 @@ async fn chat(
         clients,
         principal,
         surface: Surface::Chat,
-        body,
+        body: crate::gateway::body::ApiBody::from_value(body),
         t0: Instant::now(),
         anthropic_headers: Vec::new(),
     };

@@ -6,7 +6,6 @@ use crate::error::GatehouseError;
 use crate::model::UsageRecord;
 use crate::store::SharedStore;
 use actix::prelude::*;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +43,7 @@ struct Sums {
 /// writes grows with the variety of the traffic, not its volume.
 #[derive(Clone, Default)]
 pub struct UsageSink {
-    pending: Arc<Mutex<HashMap<Key, Sums>>>,
+    pending: Arc<Mutex<foldhash::HashMap<Key, Sums>>>,
     dropped: Arc<AtomicU64>,
 }
 
