@@ -312,27 +312,20 @@ mod tests {
 
     #[test]
     fn an_endpoint_carries_the_host_header_awc_would_write() {
-        let host = |url: &str| Endpoint::new(url).map(|e| e.host.to_str().unwrap().to_owned());
-        assert_eq!(
-            host("http://127.0.0.1:8080/v1/chat/completions").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            host("https://api.openai.com/v1/embeddings").as_deref(),
-            Some("api.openai.com")
-        );
-        assert_eq!(
-            host("https://api.example.com:443/v1/messages").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(
-            host("http://example.com:80/x").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            host("http://[::1]:11434/v1/models").as_deref(),
-            Some("[::1]:11434")
-        );
+        for (url, host) in [
+            (
+                "http://127.0.0.1:8080/v1/chat/completions",
+                "127.0.0.1:8080",
+            ),
+            ("https://api.openai.com/v1/embeddings", "api.openai.com"),
+            ("https://api.example.com:443/v1/messages", "api.example.com"),
+            ("http://example.com:80/x", "example.com"),
+            ("http://[::1]:11434/v1/models", "[::1]:11434"),
+        ] {
+            let e = Endpoint::new(url).unwrap();
+            assert_eq!(e.host.to_str().unwrap(), host, "{url}");
+            assert_eq!(e.uri.to_string(), url);
+        }
         let e = Endpoint::new("http://h:1/a/b?c=d").unwrap();
         assert_eq!(e.uri.path_and_query().unwrap().as_str(), "/a/b?c=d");
         for bad in ["", "not a url", "http://", "/relative/only"] {

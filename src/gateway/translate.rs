@@ -218,109 +218,85 @@ struct Counts {
 struct Lenient<T>(Option<T>);
 
 mod usage {
+    use super::{Counts, Lenient};
     use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
     use std::fmt;
+    use std::marker::PhantomData;
 
     /// A count as `Value::as_u64` reads it: a non-negative integer, else 0.
     #[derive(Default)]
     pub struct Count(pub u64);
 
-    struct AnyValue<T>(fn(Option<u64>) -> T);
+    /// What any JSON value reads as: a number through `scalar`, an object
+    /// through `object` (skipped unless overridden), anything else skipped.
+    trait FromAny: Sized {
+        fn scalar(n: Option<u64>) -> Self;
+        fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Self::scalar(None))
+        }
+    }
 
-    impl<'de, T> Visitor<'de> for AnyValue<T> {
+    impl FromAny for Count {
+        fn scalar(n: Option<u64>) -> Self {
+            Count(n.unwrap_or(0))
+        }
+    }
+
+    /// Anything but an object reads as no usage, like `openai_usage`.
+    impl FromAny for Lenient<Counts> {
+        fn scalar(_: Option<u64>) -> Self {
+            Lenient(None)
+        }
+        fn object<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+            let counts = Counts::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            Ok(Lenient(Some(counts)))
+        }
+    }
+
+    struct AnyValue<T>(PhantomData<T>);
+
+    impl<'de, T: FromAny> Visitor<'de> for AnyValue<T> {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("any JSON value")
         }
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
-            Ok((self.0)(Some(n)))
+            Ok(T::scalar(Some(n)))
         }
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
-            Ok((self.0)(u64::try_from(n).ok()))
+            Ok(T::scalar(u64::try_from(n).ok()))
         }
         fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
-            Ok((self.0)(None))
+            Ok(T::scalar(None))
         }
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
-            Ok((self.0)(None))
+            Ok(T::scalar(None))
         }
         fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
-            Ok((self.0)(None))
+            Ok(T::scalar(None))
         }
         fn visit_unit<E: de::Error>(self) -> Result<T, E> {
-            Ok((self.0)(None))
-        }
-        fn visit_none<E: de::Error>(self) -> Result<T, E> {
-            Ok((self.0)(None))
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-            IgnoredAny::deserialize(d)?;
-            Ok((self.0)(None))
+            Ok(T::scalar(None))
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok((self.0)(None))
+            Ok(T::scalar(None))
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok((self.0)(None))
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::object(map)
         }
     }
 
     impl<'de> Deserialize<'de> for Count {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(AnyValue(|n| Count(n.unwrap_or(0))))
+            d.deserialize_any(AnyValue(PhantomData))
         }
     }
 
-    impl<'de> Deserialize<'de> for super::Lenient<super::Counts> {
+    impl<'de> Deserialize<'de> for Lenient<Counts> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Object;
-            impl<'de> Visitor<'de> for Object {
-                type Value = super::Lenient<super::Counts>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                    let counts =
-                        super::Counts::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                    Ok(super::Lenient(Some(counts)))
-                }
-            }
-            // Anything but an object reads as no usage, like `openai_usage`.
-            struct OrNone;
-            impl<'de> Visitor<'de> for OrNone {
-                type Value = super::Lenient<super::Counts>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                    Object.visit_map(map)
-                }
-                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                    Ok(super::Lenient(None))
-                }
-                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                    Ok(super::Lenient(None))
-                }
-                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                    Ok(super::Lenient(None))
-                }
-                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                    Ok(super::Lenient(None))
-                }
-                fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                    Ok(super::Lenient(None))
-                }
-                fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                    Ok(super::Lenient(None))
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    Ok(super::Lenient(None))
-                }
-            }
-            d.deserialize_any(OrNone)
+            d.deserialize_any(AnyValue(PhantomData))
         }
     }
 }
