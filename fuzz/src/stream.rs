@@ -2,11 +2,13 @@
 //! events) and the Anthropic <-> OpenAI translation of requests, responses
 //! and stream events.
 
+use gatehouse::gateway::body::{ApiBody, BodyError};
 use gatehouse::gateway::sse::{SseEvent, SseParser};
 use gatehouse::gateway::stream::{finish, relay, relay_whole, Mode};
 use gatehouse::gateway::translate::{
     anthropic_usage, chat_request_to_messages, chat_response_to_messages, messages_request_to_chat,
-    messages_response_to_chat, openai_usage, ChatStreamToMessages, MessagesStreamToChat,
+    messages_response_to_chat, openai_usage, usage_in_body, ChatStreamToMessages,
+    MessagesStreamToChat,
 };
 use serde_json::Value;
 
@@ -146,13 +148,18 @@ pub fn sse_stream(data: &[u8]) {
     // The proxy's fast path: a chunk taken whole gives what `relay` writes.
     for strip_usage in [false, true] {
         let mode = || Mode::OpenAi { strip_usage };
-        let (mut p1, mut m1, mut t1, mut o1) = (SseParser::new(MAX_EVENT), mode(), (0, 0), Vec::new());
-        let (mut p2, mut m2, mut t2, mut o2) = (SseParser::new(MAX_EVENT), mode(), (0, 0), Vec::new());
+        let (mut p1, mut m1, mut t1, mut o1) =
+            (SseParser::new(MAX_EVENT), mode(), (0, 0), Vec::new());
+        let (mut p2, mut m2, mut t2, mut o2) =
+            (SseParser::new(MAX_EVENT), mode(), (0, 0), Vec::new());
         for c in &parts {
             let c = actix_web::web::Bytes::copy_from_slice(c);
             let whole = relay_whole(&p2, &m2, &mut t2, &c);
             if relay(&mut p1, &mut m1, &mut t1, &c, &mut o1).is_err() {
-                assert!(whole.is_none(), "a chunk that fails the parser is not taken whole");
+                assert!(
+                    whole.is_none(),
+                    "a chunk that fails the parser is not taken whole"
+                );
                 break;
             }
             match whole {
@@ -168,6 +175,7 @@ pub fn sse_stream(data: &[u8]) {
 /// One JSON document as a request, a response and stream events, in both
 /// directions; what translates is translated back.
 pub fn translate(data: &[u8]) {
+    request_body(data);
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
         return;
     };
@@ -198,4 +206,40 @@ pub fn translate(data: &[u8]) {
     }
     to_chat.finish(&mut out);
     assert_valid_sse(&out);
+}
+
+/// A request body kept as raw members (`ApiBody`) is what a parsed `Value`
+/// is, and writes out as that value; the typed usage reader agrees with the
+/// `Value` helpers.
+fn request_body(data: &[u8]) {
+    let parsed = serde_json::from_slice::<Value>(data);
+    // On a body that is valid JSON the typed reader gives what the `Value`
+    // helpers give. (On one that is not, it may still read counts: like
+    // serde skipping ignored fields, it does not check what it skips for
+    // numbers out of range or bad UTF-8 in strings. An answer is passed on
+    // as it came, and its counts are still worth recording.)
+    if let Ok(v) = &parsed {
+        let usage = |read: fn(&Value) -> Option<(u64, u64)>| {
+            Some(v)
+                .filter(|v| v.is_object())
+                .and_then(|v| read(&serde_json::json!({ "usage": v["usage"] })))
+                .unwrap_or_default()
+        };
+        assert_eq!(usage_in_body(data, false), usage(openai_usage));
+        assert_eq!(usage_in_body(data, true), usage(anthropic_usage));
+    }
+    match (ApiBody::parse(data), &parsed) {
+        (Ok(body), Ok(v)) => {
+            assert!(v.is_object());
+            let out: Value = serde_json::from_slice(&body.to_vec()).expect("written body is JSON");
+            assert_eq!(&out, v);
+            assert_eq!(body.to_value().as_ref().ok(), Some(v));
+        }
+        (Err(BodyError::NotObject), Ok(v)) => assert!(!v.is_object()),
+        // serde_json refuses what nests deeper than 128 levels as a tree,
+        // while raw members only have to be well-formed.
+        (Ok(body), Err(_)) => assert!(body.to_value().is_err()),
+        (Err(_), Err(_)) => {}
+        (Err(e), Ok(v)) => panic!("{e:?} for a body that parses as {v}"),
+    }
 }

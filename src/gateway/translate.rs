@@ -180,15 +180,10 @@ pub fn anthropic_usage(v: &Value) -> Option<(u64, u64)> {
 /// tree: what `openai_usage` (or, with `anthropic`, `anthropic_usage`) gives
 /// for the parsed body, `(0, 0)` when it has none or is not JSON.
 pub fn usage_in_body(body: &[u8], anthropic: bool) -> (u64, u64) {
-    #[derive(serde::Deserialize)]
-    struct Top {
-        #[serde(default)]
-        usage: Lenient<Counts>,
-    }
-    let Ok(top) = serde_json::from_slice::<Top>(body) else {
+    let Ok(top) = serde_json::from_slice::<usage::Top>(body) else {
         return (0, 0);
     };
-    match (anthropic, top.usage.0) {
+    match (anthropic, top.0 .0) {
         (true, Some(c)) => (
             c.input_tokens
                 .0
@@ -201,9 +196,9 @@ pub fn usage_in_body(body: &[u8], anthropic: bool) -> (u64, u64) {
     }
 }
 
-/// The token counts of a `usage` object (other fields skipped).
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
+/// The token counts of a `usage` object (other fields skipped; a repeated
+/// field keeps its last value, as in a `Value`).
+#[derive(Default)]
 struct Counts {
     prompt_tokens: usage::Count,
     completion_tokens: usage::Count,
@@ -248,9 +243,24 @@ mod usage {
         fn scalar(_: Option<u64>) -> Self {
             Lenient(None)
         }
-        fn object<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-            let counts = Counts::deserialize(de::value::MapAccessDeserializer::new(map))?;
-            Ok(Lenient(Some(counts)))
+        fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+            let mut c = Counts::default();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                let field = match &*key {
+                    "prompt_tokens" => &mut c.prompt_tokens,
+                    "completion_tokens" => &mut c.completion_tokens,
+                    "input_tokens" => &mut c.input_tokens,
+                    "cache_creation_input_tokens" => &mut c.cache_creation_input_tokens,
+                    "cache_read_input_tokens" => &mut c.cache_read_input_tokens,
+                    "output_tokens" => &mut c.output_tokens,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                };
+                *field = map.next_value()?;
+            }
+            Ok(Lenient(Some(c)))
         }
     }
 
@@ -289,6 +299,33 @@ mod usage {
     }
 
     impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(AnyValue(PhantomData))
+        }
+    }
+
+    /// An answer's `usage` member (a repeated one keeps its last value).
+    pub struct Top(pub Lenient<Counts>);
+
+    impl FromAny for Top {
+        fn scalar(_: Option<u64>) -> Self {
+            Top(Lenient(None))
+        }
+        fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+            let mut usage = Lenient(None);
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match &*key {
+                    "usage" => usage = map.next_value()?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(Top(usage))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Top {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             d.deserialize_any(AnyValue(PhantomData))
         }
@@ -347,6 +384,9 @@ mod tests {
             r#"{"usage":7}"#,
             r#"{"choices":[]}"#,
             r#"[1,2]"#,
+            r#"[{"prompt_tokens":5,"completion_tokens":1}]"#,
+            r#" [{"usage":{"prompt_tokens":5}}]"#,
+            r#"  {"usage":{"prompt_tokens":6}} "#,
             r#""usage""#,
             r#"{"usage":{"prompt_tokens":3}"#,
             r#"not json"#,
@@ -356,6 +396,9 @@ mod tests {
             r#"{"type":7,"usage":{"input_tokens":10,"output_tokens":true}}"#,
             r#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5}}"#,
             r#"{"usage":{"prompt_tokens":2,"input_tokens":3,"output_tokens":4,"completion_tokens":5}}"#,
+            r#"{"usage":{"input_tokens":1,"output_tokens":2,"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":"x"}}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":3}}"#,
+            r#"{"usage":{"prompt_tokens":1},"x":[{"usage":{"prompt_tokens":9}}],"usage":{"completion_tokens":3}}"#,
         ];
         for body in bodies {
             let v: Option<Value> = serde_json::from_str(body).ok();
