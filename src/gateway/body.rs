@@ -62,15 +62,6 @@ impl ApiBody {
         serde_json::from_str(self.raw(key)?.get()).ok()
     }
 
-    /// Member `key` as a JSON value (`None` when absent).
-    pub fn value(&self, key: &str) -> Option<Value> {
-        self.get(key)
-    }
-
-    pub fn contains(&self, key: &str) -> bool {
-        self.raw(key).is_some()
-    }
-
     /// `"stream": true`.
     pub fn streams(&self) -> bool {
         self.get::<bool>("stream") == Some(true)
@@ -78,7 +69,7 @@ impl ApiBody {
 
     /// `"stream_options": {"include_usage": true}`.
     pub fn wants_usage(&self) -> bool {
-        self.value("stream_options")
+        self.get::<Value>("stream_options")
             .is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)))
     }
 

@@ -439,7 +439,7 @@ impl Call<'_> {
                 if stream && !wants_usage {
                     let mut opts = self
                         .body
-                        .value("stream_options")
+                        .get::<Value>("stream_options")
                         .filter(Value::is_object)
                         .unwrap_or_else(|| Value::Object(Default::default()));
                     opts["include_usage"] = Value::Bool(true);

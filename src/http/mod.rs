@@ -82,15 +82,14 @@ pub async fn read_body(
         if held + body.len() + chunk.len() > limit {
             return Err(crate::error::ApiError::payload_too_large(limit));
         }
-        match first.take() {
-            None if body.is_empty() => first = Some(chunk),
-            held => {
-                if let Some(held) = held {
-                    body.extend_from_slice(&held);
-                }
-                body.extend_from_slice(&chunk);
-            }
+        if first.is_none() && body.is_empty() {
+            first = Some(chunk);
+            continue;
         }
+        if let Some(held) = first.take() {
+            body.extend_from_slice(&held);
+        }
+        body.extend_from_slice(&chunk);
     }
     Ok(first.unwrap_or_else(|| body.freeze()))
 }

@@ -224,8 +224,11 @@ async fn call(
         }
     })?;
     drop(bytes);
-    let model = match body.raw("model").map(|_| body.get::<String>("model")) {
-        Some(Some(m)) if !m.is_empty() && m.len() <= 256 => m,
+    let model = match body
+        .raw("model")
+        .map(|raw| serde_json::from_str::<String>(raw.get()))
+    {
+        Some(Ok(m)) if !m.is_empty() && m.len() <= 256 => m,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
