@@ -520,6 +520,65 @@ async fn usage_is_recorded_per_user_and_model_and_reported_to_admins() {
 }
 
 #[actix_rt::test]
+async fn discovered_models_are_refreshed_and_a_failed_refresh_keeps_the_last_list() {
+    let disc = FakeLlm::openai(&["alpha"]);
+    let gw = gateway(&format!(
+        "\n[providers.disc]\nbase_url = \"{}\"\napi_key = \"sk-disc\"\nlocal = true\n\n[models]\nrefresh_interval = \"1s\"\n",
+        disc.url
+    ))
+    .await;
+    let listed = || async {
+        let (_, ids) = gw.models(&gw.token).await;
+        ids.into_iter()
+            .filter(|id| id.starts_with("disc/"))
+            .collect::<Vec<_>>()
+    };
+    let lists_asked = || {
+        disc.seen()
+            .iter()
+            .filter(|s| s.path == "/v1/models")
+            .count()
+    };
+    // Waits (up to 10 s: refreshes come every second) until the list is `want`.
+    let until_listed = |want: &'static [&'static str]| async move {
+        for _ in 0..100 {
+            if listed().await == want {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the model list never became {want:?}: {:?}", listed().await);
+    };
+    until_listed(&["disc/alpha"]).await;
+    assert_eq!(gw.chat("disc/gamma", false).await.status(), 404);
+
+    disc.set_models(Some(&["alpha", "gamma"]));
+    until_listed(&["disc/alpha", "disc/gamma"]).await;
+    let res = gw.chat("disc/gamma", false).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(disc.last().body["model"], "gamma");
+
+    // The provider's list fails: two more refreshes keep the last list.
+    disc.set_models(None);
+    let asked = lists_asked();
+    for _ in 0..100 {
+        if lists_asked() >= asked + 2 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lists_asked() >= asked + 2, "the list was not asked again");
+    assert_eq!(listed().await, ["disc/alpha", "disc/gamma"]);
+    assert_eq!(gw.chat("disc/gamma", false).await.status(), 200);
+
+    // A model the provider drops goes from the list and from routing.
+    disc.set_models(Some(&["gamma"]));
+    until_listed(&["disc/gamma"]).await;
+    let res = gw.chat("disc/alpha", false).await;
+    assert_eq!(error_code(res).await, (404, "model_not_found".to_owned()));
+}
+
+#[actix_rt::test]
 async fn keys_come_from_the_conventional_variable_and_models_from_discovery() {
     let disc = FakeLlm::openai(&["alpha", "beta"]);
     let toml = format!(

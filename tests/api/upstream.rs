@@ -45,6 +45,8 @@ pub struct Shared {
     /// Streams whose client (the gateway) went away before the end.
     pub cancelled: Arc<AtomicUsize>,
     pub calls: Arc<AtomicUsize>,
+    /// What `GET /v1/models` lists; `None`: it answers `503`.
+    pub models: Arc<Mutex<Option<Vec<String>>>>,
 }
 
 pub struct FakeLlm {
@@ -69,6 +71,11 @@ impl FakeLlm {
     pub fn cancelled(&self) -> usize {
         self.shared.cancelled.load(Ordering::SeqCst)
     }
+    /// Changes what the model list answers from now on (`None`: `503`).
+    pub fn set_models(&self, models: Option<&[&str]>) {
+        *self.shared.models.lock().unwrap() =
+            models.map(|m| m.iter().map(|m| m.to_string()).collect());
+    }
 
     /// An OpenAI-compatible API; its base URL (…/v1) is `url`.
     pub fn openai(models: &[&str]) -> FakeLlm {
@@ -82,10 +89,10 @@ impl FakeLlm {
 
     fn start(models: &[&str], anthropic: bool) -> FakeLlm {
         let shared = Shared::default();
-        let models: Vec<String> = models.iter().map(|m| m.to_string()).collect();
+        *shared.models.lock().unwrap() = Some(models.iter().map(|m| m.to_string()).collect());
         let s = shared.clone();
         let url = serve(move || {
-            let (s, models) = (s.clone(), models.clone());
+            let s = s.clone();
             let s2 = s.clone();
             App::new()
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
@@ -94,13 +101,17 @@ impl FakeLlm {
                     web::get().to(move |req: HttpRequest| {
                         record(&s, &req, Value::Null);
                         let refused = refuse_key(&req);
-                        let data: Vec<Value> = models
-                            .iter()
-                            .map(|m| json!({"id": m, "object": "model"}))
-                            .collect();
+                        let data: Option<Vec<Value>> = s.models.lock().unwrap().as_ref().map(|m| {
+                            m.iter()
+                                .map(|m| json!({"id": m, "object": "model"}))
+                                .collect()
+                        });
                         async move {
-                            refused.unwrap_or_else(|| {
-                                HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+                            refused.unwrap_or_else(|| match data {
+                                Some(data) => {
+                                    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+                                }
+                                None => HttpResponse::ServiceUnavailable().finish(),
                             })
                         }
                     }),
