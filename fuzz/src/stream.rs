@@ -7,8 +7,8 @@ use gatehouse::gateway::sse::{SseEvent, SseParser};
 use gatehouse::gateway::stream::{finish, relay, relay_whole, Mode};
 use gatehouse::gateway::translate::{
     anthropic_usage, chat_request_to_messages, chat_response_to_messages, messages_request_to_chat,
-    messages_response_to_chat, openai_usage, usage_in_body, ChatStreamToMessages,
-    MessagesStreamToChat,
+    messages_response_to_chat, openai_chunk_usage, openai_usage, usage_in_body,
+    ChatStreamToMessages, MessagesStreamToChat,
 };
 use serde_json::Value;
 
@@ -154,7 +154,7 @@ pub fn sse_stream(data: &[u8]) {
             (SseParser::new(MAX_EVENT), mode(), (0, 0), Vec::new());
         for c in &parts {
             let c = actix_web::web::Bytes::copy_from_slice(c);
-            let whole = relay_whole(&p2, &m2, &mut t2, &c);
+            let whole = relay_whole(&mut p2, &m2, &mut t2, &c);
             if relay(&mut p1, &mut m1, &mut t1, &c, &mut o1).is_err() {
                 assert!(
                     whole.is_none(),
@@ -209,8 +209,8 @@ pub fn translate(data: &[u8]) {
 }
 
 /// A request body kept as raw members (`ApiBody`) is what a parsed `Value`
-/// is, and writes out as that value; the typed usage reader agrees with the
-/// `Value` helpers.
+/// is, and writes out as that value; the typed usage readers (of answers and
+/// of stream chunks) agree with the `Value` helpers.
 fn request_body(data: &[u8]) {
     let parsed = serde_json::from_slice::<Value>(data);
     // On a body that is valid JSON the typed reader gives what the `Value`
@@ -227,6 +227,12 @@ fn request_body(data: &[u8]) {
         };
         assert_eq!(usage_in_body(data, false), usage(openai_usage));
         assert_eq!(usage_in_body(data, true), usage(anthropic_usage));
+        let no_choices = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty);
+        let chunk = openai_usage(v).map(|u| (u, no_choices));
+        assert_eq!(openai_chunk_usage(data), chunk);
     }
     match (ApiBody::parse(data), &parsed) {
         (Ok(body), Ok(v)) => {

@@ -97,6 +97,15 @@ impl SseParser {
         self.buf.is_empty() && !self.skip_lf && self.bom_done
     }
 
+    /// Settles, as `feed` would, that a stream has no byte-order mark when
+    /// the first bytes it gets, `chunk`, cannot start one; the parser is
+    /// then between events from the start.
+    pub fn settle_bom(&mut self, chunk: &[u8]) {
+        if !self.bom_done && self.buf.is_empty() && chunk.first().is_some_and(|&b| b != BOM[0]) {
+            self.bom_done = true;
+        }
+    }
+
     /// Appends bytes; returns every event completed by them (possibly none), in order.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         let r = self.feed_inner(chunk);

@@ -121,7 +121,7 @@ impl ProxyStream {
 /// else the chunk without the usage-only event the gateway asked for on the
 /// client's behalf. `None`: the chunk needs [`relay`].
 pub fn relay_whole(
-    parser: &SseParser,
+    parser: &mut SseParser,
     mode: &Mode,
     tokens: &mut (u64, u64),
     chunk: &Bytes,
@@ -129,6 +129,7 @@ pub fn relay_whole(
     let Mode::OpenAi { strip_usage } = *mode else {
         return None;
     };
+    parser.settle_bom(chunk);
     if !(parser.at_boundary()
         && chunk.len() <= parser.max_event_bytes()
         && chunk.ends_with(b"\n\n")
@@ -180,17 +181,10 @@ fn read_usage(data: &str, strip_usage: bool, tokens: &mut (u64, u64)) -> bool {
     if !has_usage_object(data) {
         return false;
     }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        return false;
-    };
-    let Some(u) = translate::openai_usage(&v) else {
+    let Some((u, no_choices)) = translate::openai_chunk_usage(data.as_bytes()) else {
         return false;
     };
     *tokens = u;
-    let no_choices = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty);
     strip_usage && no_choices
 }
 
@@ -350,7 +344,7 @@ impl Stream for ProxyStream {
                     this.last_data = Instant::now();
                     this.received |= !chunk.is_empty();
                     if let Some(whole) =
-                        relay_whole(&this.parser, &this.mode, &mut this.guard.tokens, &chunk)
+                        relay_whole(&mut this.parser, &this.mode, &mut this.guard.tokens, &chunk)
                     {
                         if whole.is_empty() {
                             continue;
@@ -450,7 +444,7 @@ mod tests {
                         let (mut o1, mut o2) = (Vec::new(), Vec::new());
                         for part in parts {
                             relay(&mut p1, &mut m1, &mut t1, &part, &mut o1).unwrap();
-                            if let Some(out) = relay_whole(&p2, &m2, &mut t2, &part) {
+                            if let Some(out) = relay_whole(&mut p2, &m2, &mut t2, &part) {
                                 o2.extend_from_slice(&out);
                                 whole += 1;
                                 with_usage += usize::from(t2 != (0, 0));
@@ -470,7 +464,7 @@ mod tests {
             "taken: {whole}, with usage: {with_usage}"
         );
 
-        let p = {
+        let primed = || {
             let mut p = SseParser::new(MAX_EVENT_BYTES);
             relay(
                 &mut p,
@@ -483,7 +477,7 @@ mod tests {
             p
         };
         let whole = |mode: &Mode, chunk: &'static [u8]| {
-            relay_whole(&p, mode, &mut (0, 0), &Bytes::from_static(chunk))
+            relay_whole(&mut primed(), mode, &mut (0, 0), &Bytes::from_static(chunk))
         };
         let openai = Mode::OpenAi { strip_usage: true };
         let chunk = b"data: {\"usage\":null}\n\n: ping\n\ndata: {}\ndata: {}\n\n";
@@ -514,12 +508,14 @@ mod tests {
             None,
             "not translated streams"
         );
-        let fresh = SseParser::new(MAX_EVENT_BYTES);
-        let chunk = Bytes::from_static(b"data: {}\n\n");
-        assert_eq!(
-            relay_whole(&fresh, &openai, &mut (0, 0), &chunk),
-            None,
-            "a BOM could come first"
-        );
+        // A stream's first chunk: whole unless it starts as a BOM could.
+        let first = |chunk: &'static [u8]| {
+            let mut fresh = SseParser::new(MAX_EVENT_BYTES);
+            relay_whole(&mut fresh, &openai, &mut (0, 0), &Bytes::from_static(chunk))
+        };
+        assert_eq!(first(b"data: {}\n\n").unwrap(), &b"data: {}\n\n"[..]);
+        for maybe_bom in [&b"\xef\xbb\xbfdata: {}\n\n"[..], b"\xefdata: {}\n\n", b""] {
+            assert_eq!(first(maybe_bom), None, "{maybe_bom:?}");
+        }
     }
 }

@@ -183,7 +183,7 @@ pub fn usage_in_body(body: &[u8], anthropic: bool) -> (u64, u64) {
     let Ok(top) = serde_json::from_slice::<usage::Top>(body) else {
         return (0, 0);
     };
-    match (anthropic, top.0 .0) {
+    match (anthropic, top.usage.0) {
         (true, Some(c)) => (
             c.input_tokens
                 .0
@@ -194,6 +194,16 @@ pub fn usage_in_body(body: &[u8], anthropic: bool) -> (u64, u64) {
         (false, Some(c)) => (c.prompt_tokens.0, c.completion_tokens.0),
         (_, None) => (0, 0),
     }
+}
+
+/// The usage of an OpenAI stream chunk's data, read as [`usage_in_body`]
+/// reads an answer: what `openai_usage` gives for the parsed chunk (`None`
+/// when it is not JSON), and whether its `choices` is an empty array (a
+/// usage-only chunk).
+pub fn openai_chunk_usage(data: &[u8]) -> Option<((u64, u64), bool)> {
+    let top = serde_json::from_slice::<usage::Top>(data).ok()?;
+    let c = top.usage.0?;
+    Some(((c.prompt_tokens.0, c.completion_tokens.0), top.no_choices.0))
 }
 
 /// The token counts of a `usage` object (other fields skipped; a repeated
@@ -214,7 +224,9 @@ struct Lenient<T>(Option<T>);
 
 mod usage {
     use super::{Counts, Lenient};
-    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{
+        self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
     use std::fmt;
     use std::marker::PhantomData;
 
@@ -230,6 +242,25 @@ mod usage {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             Ok(Self::scalar(None))
         }
+        fn array<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Self::scalar(None))
+        }
+    }
+
+    /// Whether a value is an empty array.
+    #[derive(Default)]
+    pub struct EmptyArray(pub bool);
+
+    impl FromAny for EmptyArray {
+        fn scalar(_: Option<u64>) -> Self {
+            EmptyArray(false)
+        }
+        fn array<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+            let empty = seq.next_element::<IgnoredAny>()?.is_none();
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(EmptyArray(empty))
+        }
     }
 
     impl FromAny for Count {
@@ -244,15 +275,23 @@ mod usage {
             Lenient(None)
         }
         fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+            const FIELDS: &[&str] = &[
+                "prompt_tokens",
+                "completion_tokens",
+                "input_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+                "output_tokens",
+            ];
             let mut c = Counts::default();
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                let field = match &*key {
-                    "prompt_tokens" => &mut c.prompt_tokens,
-                    "completion_tokens" => &mut c.completion_tokens,
-                    "input_tokens" => &mut c.input_tokens,
-                    "cache_creation_input_tokens" => &mut c.cache_creation_input_tokens,
-                    "cache_read_input_tokens" => &mut c.cache_read_input_tokens,
-                    "output_tokens" => &mut c.output_tokens,
+            while let Some(key) = map.next_key_seed(KeyIn(FIELDS))? {
+                let field = match key {
+                    Some("prompt_tokens") => &mut c.prompt_tokens,
+                    Some("completion_tokens") => &mut c.completion_tokens,
+                    Some("input_tokens") => &mut c.input_tokens,
+                    Some("cache_creation_input_tokens") => &mut c.cache_creation_input_tokens,
+                    Some("cache_read_input_tokens") => &mut c.cache_read_input_tokens,
+                    Some("output_tokens") => &mut c.output_tokens,
                     _ => {
                         map.next_value::<IgnoredAny>()?;
                         continue;
@@ -261,6 +300,27 @@ mod usage {
                 *field = map.next_value()?;
             }
             Ok(Lenient(Some(c)))
+        }
+    }
+
+    /// Which of these names an object key is (`None`: another), read
+    /// without copying the key.
+    struct KeyIn(&'static [&'static str]);
+
+    impl<'de> DeserializeSeed<'de> for KeyIn {
+        type Value = Option<&'static str>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeyIn {
+        type Value = Option<&'static str>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object key")
+        }
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+            Ok(self.0.iter().find(|name| **name == key).copied())
         }
     }
 
@@ -289,9 +349,8 @@ mod usage {
         fn visit_unit<E: de::Error>(self) -> Result<T, E> {
             Ok(T::scalar(None))
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(T::scalar(None))
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+            T::array(seq)
         }
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
             T::object(map)
@@ -304,28 +363,40 @@ mod usage {
         }
     }
 
-    /// An answer's `usage` member (a repeated one keeps its last value).
-    pub struct Top(pub Lenient<Counts>);
+    /// An answer's or a chunk's `usage` member, and whether its `choices`
+    /// is an empty array (a repeated member keeps its last value).
+    #[derive(Default)]
+    pub struct Top {
+        pub usage: Lenient<Counts>,
+        pub no_choices: EmptyArray,
+    }
 
     impl FromAny for Top {
         fn scalar(_: Option<u64>) -> Self {
-            Top(Lenient(None))
+            Top::default()
         }
         fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-            let mut usage = Lenient(None);
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                match &*key {
-                    "usage" => usage = map.next_value()?,
+            let mut top = Top::default();
+            while let Some(key) = map.next_key_seed(KeyIn(&["usage", "choices"]))? {
+                match key {
+                    Some("usage") => top.usage = map.next_value()?,
+                    Some("choices") => top.no_choices = map.next_value()?,
                     _ => {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
             }
-            Ok(Top(usage))
+            Ok(top)
         }
     }
 
     impl<'de> Deserialize<'de> for Top {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(AnyValue(PhantomData))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for EmptyArray {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             d.deserialize_any(AnyValue(PhantomData))
         }
@@ -372,7 +443,7 @@ mod tests {
 
     /// `usage_in_body` reads what the `Value` helpers read from the parsed body.
     #[test]
-    fn usage_in_body_agrees_with_the_value_helpers() {
+    fn usage_readers_agree_with_the_value_helpers() {
         let bodies = [
             r#"{"id":"x","choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":9}}"}}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
             r#"{"usage":{"prompt_tokens":"5","completion_tokens":-1}}"#,
@@ -399,6 +470,15 @@ mod tests {
             r#"{"usage":{"input_tokens":1,"output_tokens":2,"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":"x"}}"#,
             r#"{"usage":{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":3}}"#,
             r#"{"usage":{"prompt_tokens":1},"x":[{"usage":{"prompt_tokens":9}}],"usage":{"completion_tokens":3}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            r#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"usage":{},"choices":{}}"#,
+            r#"{"usage":{},"choices":"[]"}"#,
+            r#"{"usage":{},"choices":[[]]}"#,
+            r#"{"usage":{},"choices":null}"#,
+            r#"{"choices":[],"usage":{},"choices":[1]}"#,
+            r#"{"choices":[1],"usage":{},"choices":[ ]}"#,
+            r#"{"choices":[],"usage":null}"#,
         ];
         for body in bodies {
             let v: Option<Value> = serde_json::from_str(body).ok();
@@ -419,6 +499,14 @@ mod tests {
                 want(anthropic_usage),
                 "{body}"
             );
+            let chunk = v.as_ref().and_then(|v| {
+                let no_choices = v
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty);
+                openai_usage(v).map(|u| (u, no_choices))
+            });
+            assert_eq!(openai_chunk_usage(body.as_bytes()), chunk, "{body}");
         }
     }
 
