@@ -242,9 +242,17 @@ fn request_body(data: &[u8]) {
             assert_eq!(body.to_value().as_ref().ok(), Some(v));
         }
         (Err(BodyError::NotObject), Ok(v)) => assert!(!v.is_object()),
-        // serde_json refuses what nests deeper than 128 levels as a tree,
-        // while raw members only have to be well-formed.
-        (Ok(body), Err(_)) => assert!(body.to_value().is_err()),
+        // serde_json refuses as a tree what nests deeper than 128 levels or
+        // holds a number out of range, while raw members only have to be
+        // well-formed (and a repeated key may have replaced the member a
+        // tree refused): the body is what serde_json skips as well-formed,
+        // and what is written out parses and writes out the same again.
+        (Ok(body), Err(_)) => {
+            assert!(serde_json::from_slice::<Box<serde_json::value::RawValue>>(data).is_ok());
+            let out = body.to_vec();
+            let again = ApiBody::parse(&out).expect("the written body parses");
+            assert_eq!(again.to_vec(), out);
+        }
         (Err(_), Err(_)) => {}
         (Err(e), Ok(v)) => panic!("{e:?} for a body that parses as {v}"),
     }

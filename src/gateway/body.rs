@@ -217,6 +217,19 @@ mod tests {
         let body = ApiBody::parse(deep.as_bytes()).unwrap();
         assert_eq!(body.to_vec(), deep.as_bytes());
         assert_eq!(body.to_value().unwrap_err(), BodyError::Json);
+        // A number out of a `Value`'s range: well-formed JSON, passed
+        // through as sent, but not translated.
+        let huge = br#"{"model":"m","x":1e400}"#;
+        let body = ApiBody::parse(huge).unwrap();
+        assert_eq!(body.to_vec(), huge);
+        assert_eq!(body.to_value().unwrap_err(), BodyError::Json);
+        // (found by the fuzzer) A repeated key replaces the member a tree
+        // would refuse: what is left is a tree.
+        let replaced = br#"{"a":1,"x":1e400,"x":2}"#;
+        assert!(serde_json::from_slice::<Value>(replaced).is_err());
+        let body = ApiBody::parse(replaced).unwrap();
+        assert_eq!(body.to_vec(), br#"{"a":1,"x":2}"#);
+        assert_eq!(body.to_value().unwrap(), json!({"a": 1, "x": 2}));
     }
 
     #[test]

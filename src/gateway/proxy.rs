@@ -469,12 +469,13 @@ impl Call<'_> {
         Ok((path, serde_json::to_vec(&value).unwrap_or_default()))
     }
 
-    /// The request as a JSON tree, for translation.
+    /// The request as a JSON tree, for translation (refused for what a tree
+    /// cannot hold; passed through, the same body would go as it came).
     fn tree(&self) -> Result<Value, ApiError> {
         self.body.to_value().map_err(|_| {
             ApiError::bad_request(
                 "invalid_json",
-                "the request body is nested too deeply to translate",
+                "the request body cannot be translated: a value is nested deeper than 128 levels or a number is out of range",
             )
         })
     }
