@@ -119,7 +119,9 @@ impl ProxyStream {
 /// events: what [`relay`] would write, without the parser's copies — the
 /// chunk itself when no event carries a usage object (the common chunk),
 /// else the chunk without the usage-only event the gateway asked for on the
-/// client's behalf. `None`: the chunk needs [`relay`].
+/// client's behalf. `None`: the chunk needs [`relay`]. (The parser is
+/// between events from a stream's start once its first chunk shows there
+/// is no byte-order mark: the only state this sets, as `relay` would.)
 pub fn relay_whole(
     parser: &mut SseParser,
     mode: &Mode,
