@@ -17,13 +17,10 @@ use actix_web::web::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gatehouse::gateway::body::ApiBody;
 use gatehouse::gateway::sse::SseParser;
-use gatehouse::gateway::stream::{relay, relay_whole, Mode};
+use gatehouse::gateway::stream::{relay, relay_whole, Mode, MAX_EVENT_BYTES};
 use gatehouse::gateway::translate::{openai_chunk_usage, openai_usage, usage_in_body};
 use serde_json::{json, Value};
 use std::hint::black_box;
-
-/// As the gateway's stream parser is set up.
-const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// The load benchmark's request, and a 20-turn conversation with tools.
 fn requests() -> Vec<(&'static str, Vec<u8>)> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 /// The largest single SSE event accepted from upstream.
-const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
 

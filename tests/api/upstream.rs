@@ -89,7 +89,6 @@ impl FakeLlm {
 
     fn start(models: &[&str], anthropic: bool) -> FakeLlm {
         let shared = Shared::default();
-        *shared.models.lock().unwrap() = Some(models.iter().map(|m| m.to_string()).collect());
         let s = shared.clone();
         let url = serve(move || {
             let s = s.clone();
@@ -122,7 +121,9 @@ impl FakeLlm {
                 }))
         });
         let url = if anthropic { url } else { format!("{url}/v1") };
-        FakeLlm { url, shared }
+        let fake = FakeLlm { url, shared };
+        fake.set_models(Some(models));
+        fake
     }
 }
 
